@@ -1,0 +1,1 @@
+"""The model: a Flax Llama-family decoder, Hugging Face I/O and sharding."""
