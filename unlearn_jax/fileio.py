@@ -44,11 +44,16 @@ def atomic_directory(target: str | os.PathLike, *, replace: bool = True):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_directory(tmp, target)
+
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Rename the complete directory ``new`` to ``target``; an old ``target`` is removed only after."""
     old = None
     if target.exists():
         old = target.parent / f".{target.name}.old-{os.getpid()}"
         os.replace(target, old)
-    os.replace(tmp, target)
+    os.replace(new, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

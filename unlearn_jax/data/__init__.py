@@ -1,0 +1,1 @@
+"""Data: the record contract (records.py) and the embedded synthetic world (world.py)."""
