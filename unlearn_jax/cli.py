@@ -32,6 +32,39 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common()
 
+    world = sub.add_parser("world", parents=[common], help="generate the embedded synthetic world",
+                           description="Generate the synthetic world of fictitious people (facts, paraphrases, "
+                                       "perturbed answers, forget/retain/holdout splits, sequential requests, "
+                                       "skill data) and its word-level tokenizer. Same seed -> identical files.")
+    world.add_argument("--out", required=True, help="output directory (must be empty or absent unless --force)")
+    world.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    world.add_argument("--people", type=int, default=100, help="number of trained people, 10..2000 (default 100)")
+    world.add_argument("--forget-frac", type=float, default=0.1,
+                       help="share of people in the forget split, in (0, 0.5] (default 0.1)")
+    world.add_argument("--requests", type=int, default=3,
+                       help="number of disjoint forget requests the forget split is cut into, 1..#forget people "
+                            "(default 3; needs at least 3 forget people)")
+    world.add_argument("--force", action="store_true", help="replace --out if it exists")
+    world.set_defaults(run=_world)
+
+    pretrain = sub.add_parser("pretrain", parents=[common], help="train the base (or gold) model on a world",
+                              description="Train the Flax model from scratch on a world's training files and write "
+                                          "a run directory whose model/ is a Hugging Face model directory. "
+                                          "Results are cached by (world, preset, steps, seed, exclude).")
+    pretrain.add_argument("--data", required=True, help="world directory (from `unlearn-jax world`)")
+    pretrain.add_argument("--out", required=True, help="run directory to write")
+    pretrain.add_argument("--preset", default="tiny", help="model/training preset: tiny (~1 M params) or small")
+    pretrain.add_argument("--exclude", action="append", default=[], metavar="SPLIT",
+                          help="leave a split out of training, e.g. forget (the gold model) or requests/2; "
+                               "repeatable")
+    pretrain.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    pretrain.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    pretrain.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4 (default: all on data)")
+    pretrain.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    pretrain.add_argument("--force", action="store_true", help="replace --out when the new run succeeds")
+    pretrain.add_argument("--no-cache", action="store_true", help="train even if a cached result exists")
+    pretrain.set_defaults(run=_pretrain)
+
     export = sub.add_parser("export", parents=[common], help="re-save a model or run as a Hugging Face directory",
                             description="Re-save a model directory or a run's model/ as a Hugging Face model "
                                         "directory (e.g. to change the dtype or shard the weights).")
@@ -43,6 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
     export.set_defaults(run=_export)
     return parser
+
+
+def _world(args) -> None:
+    from unlearn_jax.data.world import build_world
+
+    manifest = build_world(args.out, seed=args.seed, people=args.people, forget_frac=args.forget_frac,
+                           requests=args.requests, force=args.force)
+    if not args.quiet:
+        sizes = ", ".join(f"{name} {v['records']}" for name, v in manifest["splits"].items())
+        print(f"wrote {os.path.abspath(args.out)}: {sizes}")
+
+
+def _pretrain(args) -> None:
+    from unlearn_jax.runs.pretrain import pretrain
+
+    pretrain(args.data, args.out, preset=args.preset, exclude=tuple(args.exclude), steps=args.steps, seed=args.seed,
+             mesh_spec=args.mesh, resume=args.resume, force=args.force, use_cache=not args.no_cache,
+             quiet=args.quiet)
 
 
 def _export(args) -> None:

@@ -123,14 +123,20 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 def attention_bias(attention_mask: jax.Array, window: int | None) -> jax.Array:
-    """Additive mask [B, 1, 1, S, T]: 0 where query s may see key t (causal, key not padding, within the
-    sliding window), float32 min elsewhere."""
+    """Additive mask [B, 1, 1, S, T]: 0 where query s may see key t, float32 min elsewhere.
+
+    ``attention_mask`` [B, S] holds segment ids: 0 = padding, k > 0 = the k-th sequence packed into the
+    row (a plain 0/1 mask is one segment). Query s sees key t when t <= s, t is not padding, t is in the
+    sliding window, and both are in the same segment (a padding query sees its row's earlier tokens, so
+    no row is fully masked).
+    """
     s = jnp.arange(attention_mask.shape[1])
     distance = s[:, None] - s[None, :]
     visible = distance >= 0
     if window is not None:
         visible &= distance < window
-    visible = visible[None] & attention_mask[:, None, :].astype(bool)
+    query, key = attention_mask[:, :, None], attention_mask[:, None, :]
+    visible = visible[None] & (key > 0) & ((query == key) | (query == 0))
     return jnp.where(visible, 0.0, jnp.finfo(jnp.float32).min)[:, None, None]
 
 
@@ -273,8 +279,9 @@ def apply(
     last_layer: int | None = None,
     return_logits: bool = True,
 ) -> ModelOutput:
-    """Pure forward. input_ids [B, S] int; attention_mask [B, S] (1 = real token, 0 = padding; default
-    all ones); position_ids [B, S] (default 0..S-1, as Hugging Face uses for a plain forward)."""
+    """Pure forward. input_ids [B, S] int; attention_mask [B, S] (1 = real token, 0 = padding, or segment
+    ids 1, 2, … for packed rows; default all ones); position_ids [B, S] (default 0..S-1, as Hugging Face
+    uses for a plain forward; packed rows restart at 0 in each segment)."""
     if attention_mask is None:
         attention_mask = jnp.ones_like(input_ids)
     if position_ids is None:

@@ -1,0 +1,1 @@
+"""The engine: one training state, one jitted update step, and the loop around it."""

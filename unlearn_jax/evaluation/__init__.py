@@ -1,0 +1,1 @@
+"""Evaluation: knowledge metrics, membership inference, side effects."""

@@ -1,0 +1,1 @@
+"""Unlearning objectives: pure loss functions over a parameter pytree and token batches."""

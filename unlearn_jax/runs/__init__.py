@@ -1,0 +1,1 @@
+"""Runs: the pipeline stages behind each command, each writing a run directory."""
