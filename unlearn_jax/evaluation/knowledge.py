@@ -10,12 +10,12 @@ from __future__ import annotations
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from unlearn_jax.data.tokenize import TokenSet
 from unlearn_jax.models.llama import ModelConfig
 from unlearn_jax.objectives.logprobs import forward_logits, greedy_correct, sequence_nll, target_logprobs
+from unlearn_jax.objectives.reference import map_records
 
 
 @partial(jax.jit, static_argnums=1)
@@ -26,17 +26,8 @@ def _batch_stats(params, config: ModelConfig, batch: dict) -> dict:
 
 
 def record_stats(params, config: ModelConfig, data: TokenSet, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """{"nll", "tokens", "correct"}: one entry per record of ``data``. The last batch is padded with
-    repeats of its first row (static shapes: one compilation per set)."""
-    batch_size = min(batch_size, len(data))
-    out: dict[str, list] = {"nll": [], "tokens": [], "correct": []}
-    for begin in range(0, len(data), batch_size):
-        index = np.arange(begin, min(begin + batch_size, len(data)))
-        padded = np.concatenate([index, np.full(batch_size - len(index), index[0])])
-        stats = _batch_stats(params, config, {k: jnp.asarray(v) for k, v in data.rows(padded).items()})
-        for key, value in jax.device_get(stats).items():
-            out[key].append(np.asarray(value)[: len(index)])
-    return {key: np.concatenate(values) for key, values in out.items()}
+    """{"nll", "tokens", "correct"}: one entry per record of ``data`` (one compilation per set)."""
+    return map_records(partial(_batch_stats, params, config), data, batch_size)
 
 
 def summarize(stats: dict[str, np.ndarray]) -> dict[str, float]:

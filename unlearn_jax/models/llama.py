@@ -237,15 +237,17 @@ class LlamaForCausalLM(nn.Module):
         hidden_layers: tuple[int, ...] = (),
         last_layer: int | None = None,
         return_logits: bool = True,
+        start_layer: int = 0,
+        hidden_in: jax.Array | None = None,
     ) -> ModelOutput:
         c = self.config
         stop = c.num_layers - 1 if last_layer is None else last_layer
         angles = position_ids[..., None].astype(jnp.float32) * rope_inverse_frequencies(c)
         angles = jnp.concatenate([angles, angles], axis=-1)
         cos, sin = jnp.cos(angles), jnp.sin(angles)
-        x = self.embed_tokens(input_ids)
+        x = self.embed_tokens(input_ids) if start_layer == 0 else hidden_in.astype(jnp.dtype(c.dtype))
         hidden = {}
-        for i in range(stop + 1):
+        for i in range(start_layer, stop + 1):
             x = self.layers[i](x, cos, sin, attention_mask)
             if i in hidden_layers:
                 hidden[i] = x
@@ -278,10 +280,19 @@ def apply(
     hidden_layers: tuple[int, ...] = (),
     last_layer: int | None = None,
     return_logits: bool = True,
+    start_layer: int = 0,
+    hidden_in: jax.Array | None = None,
 ) -> ModelOutput:
     """Pure forward. input_ids [B, S] int; attention_mask [B, S] (1 = real token, 0 = padding, or segment
     ids 1, 2, … for packed rows; default all ones); position_ids [B, S] (default 0..S-1, as Hugging Face
-    uses for a plain forward; packed rows restart at 0 in each segment)."""
+    uses for a plain forward; packed rows restart at 0 in each segment).
+
+    ``hidden_layers``: return these layers' outputs; ``last_layer``: stop after this layer (no logits);
+    ``start_layer`` > 0 with ``hidden_in`` [B, S, D] (the output of layer start_layer − 1, e.g. cached
+    from a frozen prefix): run only layers start_layer.. — the embedding and earlier layers are skipped.
+    """
+    if start_layer and hidden_in is None:
+        raise ValueError("start_layer > 0 needs hidden_in, the output of layer start_layer - 1")
     if attention_mask is None:
         attention_mask = jnp.ones_like(input_ids)
     if position_ids is None:
@@ -296,6 +307,8 @@ def apply(
         hidden_layers=tuple(hidden_layers),
         last_layer=last_layer,
         return_logits=return_logits,
+        start_layer=start_layer,
+        hidden_in=hidden_in,
     )
 
 
