@@ -65,6 +65,46 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--no-cache", action="store_true", help="train even if a cached result exists")
     pretrain.set_defaults(run=_pretrain)
 
+    unlearn = sub.add_parser("unlearn", parents=[common], help="unlearn a forget set from a model",
+                             description="Unlearn the forget set with one method through the jitted, sharded, "
+                                         "resumable engine; write a run directory whose model/ is a Hugging "
+                                         "Face model directory. L = gamma*L_forget + alpha*L_retain.")
+    u = unlearn.add_argument
+    u("--model", help="model directory, run directory, or hub id (online)")
+    u("--forget", help="forget data: .jsonl/.json/.csv/.parquet file or hf:NAME[:CONFIG][:SPLIT]")
+    u("--retain", help="retain data (same formats); required unless the method has no retain term or --alpha 0")
+    u("--method", help="ga | graddiff | npo | simnpo | rmu | idk | dpo")
+    u("--out", help="run directory to write")
+    u("--config", help="YAML file of these options (dashes or underscores); flags given here override it")
+    u("--field-map", help="map other schemas' fields, e.g. prompt=question,answer=answer, or a preset: tofu, muse")
+    u("--steps", type=int, help="update steps (default: the method's, 20-160)")
+    u("--lr", type=float, help="peak learning rate (default: the method's, 5e-4 to 1e-2)")
+    u("--optimizer", choices=("adamw", "sgd"), help="optimizer (default adamw)")
+    u("--warmup-steps", type=int, help="linear warmup steps, then constant (default 0)")
+    u("--batch-size", type=int, help="records per forget batch and per retain batch (default 32)")
+    u("--max-grad-norm", type=float, help="global-norm gradient clipping; 0 = off (default 1.0)")
+    u("--beta", type=float, help="inverse temperature of npo/dpo (default 0.1) and simnpo (default 4.5)")
+    u("--alpha", type=float, help="retain weight (default: the method's, 5; rmu 10; ga has no retain term)")
+    u("--gamma", type=float, help="forget weight (default 1)")
+    u("--margin", type=float, help="simnpo's margin gamma_s (default 0)")
+    u("--retain-loss", choices=("nll", "kl"), help="retain term: nll, or kl = KL(ref||model) (default nll)")
+    u("--rmu-layer", type=int, help="rmu: the steered decoder layer (default: the middle layer)")
+    u("--rmu-coeff", type=float,
+      help="rmu: norm c of the control vector (default: 2x the mean norm of that layer's output on forget)")
+    u("--trainable", help="regex over parameter paths like layers_3/mlp/down_proj/kernel; only matches train "
+                          "(default: all; rmu: the MLP down-projections of the 3 layers up to --rmu-layer)")
+    u("--mesh", help="device mesh, e.g. data=2,fsdp=4 (default: all devices on data)")
+    u("--seed", type=int, help="random seed: data order and rmu's control vector (default 0)")
+    u("--no-shuffle", dest="shuffle", action="store_const", const=False, help="keep the data order")
+    u("--stop-when", help="stop early, e.g. forget_acc<=0.1 (forget_acc|forget_nll|retain_acc|retain_nll), "
+                          "checked every --eval-every steps (default 10 when set)")
+    u("--eval-every", type=int, help="evaluate forget/retain every N steps (default 0 = only at the end)")
+    u("--checkpoint-every", type=int, help="orbax checkpoint every N steps (default: only at the end)")
+    u("--log-every", type=int, help="write a metrics.jsonl line every N steps (default 10)")
+    u("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    u("--force", action="store_true", help="replace --out when the new run succeeds")
+    unlearn.set_defaults(run=_unlearn)
+
     export = sub.add_parser("export", parents=[common], help="re-save a model or run as a Hugging Face directory",
                             description="Re-save a model directory or a run's model/ as a Hugging Face model "
                                         "directory (e.g. to change the dtype or shard the weights).")
@@ -94,6 +134,18 @@ def _pretrain(args) -> None:
     pretrain(args.data, args.out, preset=args.preset, exclude=tuple(args.exclude), steps=args.steps, seed=args.seed,
              mesh_spec=args.mesh, resume=args.resume, force=args.force, use_cache=not args.no_cache,
              quiet=args.quiet)
+
+
+def _unlearn(args) -> None:
+    from unlearn_jax.config import UnlearnConfig, build_config
+    from unlearn_jax.runs.unlearn import unlearn
+
+    cli = {k: v for k, v in vars(args).items() if k not in ("run", "command", "config", "quiet", "debug", "resume",
+                                                            "force")}
+    if args.stop_when and not args.eval_every:
+        cli["eval_every"] = 10
+    cfg = build_config(UnlearnConfig, cli, args.config)
+    unlearn(cfg, resume=args.resume, force=args.force, quiet=args.quiet)
 
 
 def _export(args) -> None:

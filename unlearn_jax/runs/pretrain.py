@@ -18,7 +18,6 @@ import shutil
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import transformers
 
 from unlearn_jax.data import world as world_lib
@@ -31,11 +30,11 @@ from unlearn_jax.engine.state import init_state
 from unlearn_jax.engine.step import make_step
 from unlearn_jax.errors import UserError
 from unlearn_jax.evaluation.knowledge import record_stats, summarize
-from unlearn_jax.fileio import atomic_directory, replace_directory, write_json_atomic
+from unlearn_jax.fileio import atomic_directory
 from unlearn_jax.models import llama, sharding
 from unlearn_jax.models.hf import LM
 from unlearn_jax.objectives.nll import nll_loss
-from unlearn_jax.runs.rundir import prepare_run_dir, versions
+from unlearn_jax.runs.rundir import finish_run, prepare_run_dir, versions
 
 VOCAB_MULTIPLE = 64
 
@@ -180,10 +179,7 @@ def pretrain(
                     "steps_run_in_last_process": result.steps_run},
         "versions": versions(),
     }
-    LM(config=config, params=jax.tree_util.tree_map(jnp.asarray, final_params), tokenizer=tokenizer).save_hf(
-        work / "model")
-    write_json_atomic(work / "run.json", run)
-    replace_directory(work, out_path)
+    finish_run(work, out_path, LM(config=config, params=final_params, tokenizer=tokenizer), run)
     if use_cache:
         with atomic_directory(cached) as tmp:
             shutil.copytree(out_path, tmp, dirs_exist_ok=True)

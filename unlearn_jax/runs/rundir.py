@@ -13,7 +13,7 @@ from pathlib import Path
 
 from unlearn_jax.engine.loop import checkpoint_exists
 from unlearn_jax.errors import UserError
-from unlearn_jax.fileio import check_writable_target
+from unlearn_jax.fileio import check_writable_target, replace_directory, write_json_atomic
 
 
 def work_dir_for(out: Path) -> Path:
@@ -40,6 +40,13 @@ def prepare_run_dir(out: str, *, resume: bool, force: bool) -> tuple[Path, Path]
     if out_path.exists() and any(out_path.iterdir()) and not force and not resume:
         raise UserError(f"--out {out}: already exists (pass --force to replace it when the new run succeeds)")
     return out_path, work
+
+
+def finish_run(work: Path, out: Path, lm, run: dict) -> None:
+    """Save the model, write run.json last, and move the work directory into place."""
+    lm.save_hf(work / "model")
+    write_json_atomic(work / "run.json", run)
+    replace_directory(work, out)
 
 
 def versions() -> dict[str, str]:
