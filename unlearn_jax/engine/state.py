@@ -64,9 +64,11 @@ def merge_params(a: dict, b: dict) -> dict:
 
 
 def init_state(trainable: dict, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+    """A fresh state holding a *copy* of ``trainable``: the step donates its state, and donation must not
+    delete arrays the caller still holds (the original model, for evaluation or as a reference)."""
     return TrainState(
         step=jnp.zeros((), jnp.int32),
-        params=trainable,
+        params=jax.tree_util.tree_map(jnp.copy, trainable),
         opt_state=jax.jit(optimizer.init)(trainable),
         rng=jax.random.PRNGKey(seed),
         bad_steps=jnp.zeros((), jnp.int32),
