@@ -109,6 +109,25 @@ def test_yaml_config_with_cli_override(base_run, world_dir, tmp_path):
     assert main(["unlearn", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "z"), "--quiet"]) == 2
 
 
+def test_selective_unlearning_drops_the_least_memorized(base_run, world_dir, tmp_path):
+    from unlearn_jax.cli import main
+
+    assert main(["score", "--model", str(base_run), "--data", str(world_dir / "forget.jsonl"),
+                 "--out", str(tmp_path / "scores.jsonl"), "--quiet"]) == 0
+    scores = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert len(scores) == 120 and set(scores[0]) >= {"id", "loss", "zlib", "mink", "minkpp", "mink_k04",
+                                                     "minkpp_k04", "exact_match", "correct"}
+    lowest = sorted(scores, key=lambda r: r["minkpp"])[:30]
+    run = unlearn(config(base_run, world_dir, tmp_path / "sel", select="minkpp", drop=0.25, steps=2), quiet=True)
+    selection = run["resolved"]["selection"]
+    assert selection["kept"] == 90 and run["resolved"]["forget_records"] == 90
+    assert [d["id"] for d in selection["dropped"]] == [r["id"] for r in lowest]
+    np.testing.assert_allclose([d["minkpp"] for d in selection["dropped"]], [r["minkpp"] for r in lowest],
+                               rtol=1e-5)
+    assert main(["score", "--model", str(base_run), "--data", str(world_dir / "forget.jsonl"),
+                 "--out", str(tmp_path / "scores.jsonl"), "--quiet"]) == 2  # never overwrites
+
+
 def test_stop_when_stops_early(base_run, world_dir, tmp_path):
     run = unlearn(config(base_run, world_dir, tmp_path / "s", method="ga", retain=None, steps=50,
                          stop_when="forget_acc<=0.5", eval_every=2), quiet=True)
@@ -127,6 +146,8 @@ def test_stop_when_stops_early(base_run, world_dir, tmp_path):
     (dict(method="npo", stop_when="acc<0.1"), "--stop-when"),
     (dict(method="npo", forget="EMPTY"), "contains no records"),
     (dict(method="npo", forget="/no/such.jsonl"), "no/such.jsonl"),
+    (dict(method="npo", drop=0.2), "--drop needs --select"),
+    (dict(method="npo", select="mink", drop=1.0), "--drop must be in"),
 ])
 def test_bad_inputs(base_run, world_dir, tmp_path, overrides, message):
     if overrides.get("forget") == "EMPTY":

@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="rmu: norm c of the control vector (default: 2x the mean norm of that layer's output on forget)")
     u("--trainable", help="regex over parameter paths like layers_3/mlp/down_proj/kernel; only matches train "
                           "(default: all; rmu: the MLP down-projections of the 3 layers up to --rmu-layer)")
+    u("--select", choices=("minkpp", "mink", "mink_k04", "minkpp_k04", "loss", "zlib", "exact_match", "correct"),
+      help="selective unlearning: score the forget set with the model first (k = 0.2) and drop the --drop "
+           "fraction least memorized by this score; forgetting is still measured on the whole set")
+    u("--drop", type=float, help="fraction of the forget set to drop with --select, in [0, 1) (default 0)")
     u("--mesh", help="device mesh, e.g. data=2,fsdp=4 (default: all devices on data)")
     u("--seed", type=int, help="random seed: data order and rmu's control vector (default 0)")
     u("--no-shuffle", dest="shuffle", action="store_const", const=False, help="keep the data order")
@@ -104,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     u("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     u("--force", action="store_true", help="replace --out when the new run succeeds")
     unlearn.set_defaults(run=_unlearn)
+
+    score = sub.add_parser("score", parents=[common], help="per-record memorization scores as JSONL",
+                           description="Score every record with one forward pass per batch: mean target NLL "
+                                       "(loss), zlib ratio, Min-K%% and Min-K%%++ at --k and at 0.4, exact match, "
+                                       "greedy correctness. Higher mink/minkpp = more memorized.")
+    score.add_argument("--model", required=True, help="model directory, run directory, or hub id (online)")
+    score.add_argument("--data", required=True, help="records: .jsonl/.json/.csv/.parquet or hf:NAME")
+    score.add_argument("--out", required=True, help="output .jsonl file (one line per record)")
+    score.add_argument("--k", type=float, default=0.2, help="Min-K%% fraction in (0, 1] (default 0.2)")
+    score.add_argument("--field-map", help="map other schemas' fields, e.g. prompt=question,answer=answer")
+    score.add_argument("--force", action="store_true", help="replace --out if it exists")
+    score.set_defaults(run=_score)
 
     export = sub.add_parser("export", parents=[common], help="re-save a model or run as a Hugging Face directory",
                             description="Re-save a model directory or a run's model/ as a Hugging Face model "
@@ -146,6 +162,12 @@ def _unlearn(args) -> None:
         cli["eval_every"] = 10
     cfg = build_config(UnlearnConfig, cli, args.config)
     unlearn(cfg, resume=args.resume, force=args.force, quiet=args.quiet)
+
+
+def _score(args) -> None:
+    from unlearn_jax.runs.score import score
+
+    score(args.model, args.data, args.out, k=args.k, field_map=args.field_map, force=args.force, quiet=args.quiet)
 
 
 def _export(args) -> None:

@@ -40,6 +40,8 @@ class UnlearnConfig:
     rmu_layer: int | None = None
     rmu_coeff: float | None = None
     trainable: str | None = None
+    select: str | None = None
+    drop: float = 0.0
     mesh: str | None = None
     seed: int = 0
     shuffle: bool = True

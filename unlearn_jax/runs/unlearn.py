@@ -31,6 +31,8 @@ from unlearn_jax.objectives import METHODS, Hyper, Method
 from unlearn_jax.objectives.reference import layer_outputs, reference_nll
 from unlearn_jax.objectives.rmu import control_vector
 from unlearn_jax.runs.rundir import finish_run, prepare_run_dir, versions
+from unlearn_jax.runs.score import target_texts
+from unlearn_jax.scores.memorization import least_memorized, score_records
 
 RETAIN_CACHE_BYTES = 2 << 30  # frozen activations cached up to this size; above it, recomputed per step
 
@@ -41,6 +43,7 @@ class UnlearnData:
     forget_eval: TokenSet  # the forget records with their true answers (what forgetting is measured on)
     retain: TokenSet | None  # trained on when the method has a retain term; always evaluated when given
     is_text: bool  # text forget records: no prompt, so no answer accuracy (only NLL)
+    forget_texts: list[str]  # the scored text of each forget record (answer or text), for zlib
 
 
 def resolve(cfg: UnlearnConfig, method: Method, num_layers: int) -> tuple[UnlearnConfig, Hyper]:
@@ -103,7 +106,8 @@ def load_data(cfg: UnlearnConfig, method: Method, lm: LM) -> UnlearnData:
     retain = None
     if cfg.retain:
         retain = encode_records(load_records(cfg.retain, field_map), lm.tokenizer, max_length=max_len)
-    return UnlearnData({t: encoded[t] for t in method.forget_targets}, encoded["answer"], retain, is_text)
+    return UnlearnData({t: encoded[t] for t in method.forget_targets}, encoded["answer"], retain, is_text,
+                       target_texts(forget_records))
 
 
 def frozen_inputs(method: Method, cfg: UnlearnConfig, hp: Hyper, lm: LM, data: UnlearnData,
@@ -137,6 +141,22 @@ def frozen_inputs(method: Method, cfg: UnlearnConfig, hp: Hyper, lm: LM, data: U
             first = 0
         hp = dataclasses.replace(hp, rmu_coeff=coeff, rmu_first_layer=first)
     return frozen, hp
+
+
+def select_forget(cfg: UnlearnConfig, lm: LM, data: UnlearnData) -> tuple[UnlearnData, dict | None]:
+    """Selective unlearning: score the forget set with the model being unlearned and drop the fraction
+    ``cfg.drop`` least memorized by ``cfg.select``; forgetting is still measured on the whole set."""
+    if cfg.select is None:
+        if cfg.drop:
+            raise UserError("--drop needs --select SCORE (which records count as least memorized)")
+        return data, None
+    rows = score_records(lm.params, lm.config, data.forget_eval, data.forget_texts)
+    dropped = least_memorized(rows, cfg.select, cfg.drop)
+    keep = np.setdiff1d(np.arange(len(rows)), dropped)
+    data = dataclasses.replace(data, forget={t: s.subset(keep) for t, s in data.forget.items()})
+    selection = {"score": cfg.select, "drop": cfg.drop, "kept": len(keep),
+                 "dropped": [{"id": rows[i]["id"], cfg.select: rows[i][cfg.select]} for i in dropped]}
+    return data, selection
 
 
 def evaluate_sets(params, lm: LM, data: UnlearnData) -> dict[str, float]:
@@ -173,7 +193,7 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, force: bool = False, qu
         raise UserError(f"--method {cfg.method} needs --retain DATA for its retain term (or pass --alpha 0)")
     if not method.uses_retain and cfg.retain and not quiet:
         say(f"note: --method {cfg.method} has no retain term; --retain is only evaluated, never trained on")
-    data = load_data(cfg, method, lm)
+    data, selection = select_forget(cfg, lm, load_data(cfg, method, lm))
     trainable_regex = cfg.trainable if cfg.trainable is not None else default_trainable(method, hp.rmu_layer)
     trainable, frozen_params = split_params(lm.params, trainable_regex)
     frozen, hp = frozen_inputs(method, cfg, hp, lm, data, trainable)
@@ -215,7 +235,7 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, force: bool = False, qu
         "resolved": {"hyper": dataclasses.asdict(hp), "trainable": trainable_regex,
                      "trainable_params": int(sum(x.size for x in jax.tree_util.tree_leaves(trainable))),
                      "optimizer": dataclasses.asdict(optimizer_cfg),
-                     "forget_records": len(next(iter(data.forget.values()))),
+                     "forget_records": len(next(iter(data.forget.values()))), "selection": selection,
                      "retain_records": len(data.retain) if data.retain is not None else 0},
         "metrics": {"before": before, "after": after, "steps": int(result.state.step),
                     "stopped_early": result.stopped_early, "skipped_steps": int(sum(

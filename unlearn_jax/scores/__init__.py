@@ -1,0 +1,1 @@
+"""Memorization scores (loss, zlib, Min-K%, Min-K%++, exact match) for selection and curricula."""
