@@ -70,3 +70,31 @@ def test_sampler_deterministic_covers_and_resumes():
     np.testing.assert_array_equal(EpochSampler(10, 4, seed=3, shuffle=False).order(5), np.arange(10))
     with pytest.raises(UserError):
         EpochSampler(0, 4, seed=0)
+
+
+def test_curriculum_stages_order_and_resume():
+    from unlearn_jax.data.sampler import CurriculumSampler
+
+    memorization = tuple(float(v) for v in [5, 1, 9, 3, 7, 2, 8, 0, 6, 4])  # item 2 most memorized
+    sampler = CurriculumSampler(memorization, batch_size=2, seed=0, stages=2, total_steps=6)
+    assert sampler.stage_items(0).tolist() == [2, 6, 4, 8, 0]
+    assert sorted(sampler.stage_items(1).tolist()) == list(range(10))
+    position, batches, stages = sampler.start(), [], []
+    for _ in range(6):
+        index, position = sampler.next_batch(position)
+        batches.append(index)
+        stages.append(position["stage"])
+    assert stages == [0, 0, 0, 1, 1, 1]
+    assert set(np.concatenate(batches[:3]).tolist()) <= {2, 6, 4, 8, 0}  # stage 0: most memorized half only
+    assert len(set(np.concatenate(batches[:3]).tolist())) == 5  # ...each once in its first epoch
+    resumed, pos = [], {"stage": 0, "step": 2, "inner": {"epoch": 0, "offset": 4}}
+    for _ in range(4):
+        index, pos = sampler.next_batch(pos)
+        resumed.append(index)
+    np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate(batches[2:]))
+    reverse = CurriculumSampler(memorization, batch_size=2, seed=0, stages=2, total_steps=6, mode="reverse")
+    assert reverse.stage_items(0).tolist() == [7, 1, 5, 3, 9]
+    with pytest.raises(UserError, match="--stages"):
+        CurriculumSampler(memorization, 2, 0, stages=11, total_steps=20)
+    with pytest.raises(UserError, match="--curriculum"):
+        CurriculumSampler(memorization, 2, 0, stages=2, total_steps=6, mode="random")

@@ -128,6 +128,13 @@ def test_selective_unlearning_drops_the_least_memorized(base_run, world_dir, tmp
                  "--out", str(tmp_path / "scores.jsonl"), "--quiet"]) == 2  # never overwrites
 
 
+def test_curriculum_run_records_its_order(base_run, world_dir, tmp_path):
+    run = unlearn(config(base_run, world_dir, tmp_path / "cur", curriculum="confidence", stages=3, steps=6,
+                         batch_size=8), quiet=True)
+    assert run["config"]["curriculum"] == "confidence" and run["resolved"]["selection"]["score"] == "minkpp"
+    assert run["metrics"]["steps"] == 6 and run["metrics"]["after"]["forget_acc"] <= 1.0
+
+
 def test_stop_when_stops_early(base_run, world_dir, tmp_path):
     run = unlearn(config(base_run, world_dir, tmp_path / "s", method="ga", retain=None, steps=50,
                          stop_when="forget_acc<=0.5", eval_every=2), quiet=True)
@@ -148,6 +155,7 @@ def test_stop_when_stops_early(base_run, world_dir, tmp_path):
     (dict(method="npo", forget="/no/such.jsonl"), "no/such.jsonl"),
     (dict(method="npo", drop=0.2), "--drop needs --select"),
     (dict(method="npo", select="mink", drop=1.0), "--drop must be in"),
+    (dict(method="npo", curriculum="confidence", stages=500), "--stages must be between"),
 ])
 def test_bad_inputs(base_run, world_dir, tmp_path, overrides, message):
     if overrides.get("forget") == "EMPTY":

@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="selective unlearning: score the forget set with the model first (k = 0.2) and drop the --drop "
            "fraction least memorized by this score; forgetting is still measured on the whole set")
     u("--drop", type=float, help="fraction of the forget set to drop with --select, in [0, 1) (default 0)")
+    u("--curriculum", choices=("none", "confidence", "reverse"),
+      help="forget-set order: none (uniform shuffle), confidence (most memorized first, by --select or minkpp; "
+           "each of --stages stages adds the next slice), reverse (least memorized first, the control)")
+    u("--stages", type=int, help="curriculum stages, each with an equal share of --steps (default 1)")
     u("--mesh", help="device mesh, e.g. data=2,fsdp=4 (default: all devices on data)")
     u("--seed", type=int, help="random seed: data order and rmu's control vector (default 0)")
     u("--no-shuffle", dest="shuffle", action="store_const", const=False, help="keep the data order")

@@ -42,6 +42,8 @@ class UnlearnConfig:
     trainable: str | None = None
     select: str | None = None
     drop: float = 0.0
+    curriculum: str = "none"
+    stages: int = 1
     mesh: str | None = None
     seed: int = 0
     shuffle: bool = True

@@ -57,3 +57,55 @@ class EpochSampler:
             if offset == self.num_items:
                 epoch, offset = epoch + 1, 0
         return np.concatenate(picked), {"epoch": epoch, "offset": offset}
+
+
+@dataclasses.dataclass(frozen=True)
+class CurriculumSampler:
+    """Curriculum over ``stages`` stages of (about) equal step budgets, ``total_steps`` in all.
+
+    ``memorization[i]``: higher = more memorized. ``mode="confidence"`` ranks items most memorized first,
+    ``"reverse"`` least memorized first (the control); stage s samples uniformly (an ``EpochSampler``
+    seeded by (seed, s)) from the first ⌈(s+1)·N/K⌉ ranked items, so each stage adds the next slice.
+    The position {"stage", "step", "inner"} makes it resumable mid-stage.
+    """
+
+    memorization: tuple[float, ...]
+    batch_size: int
+    seed: int
+    stages: int
+    total_steps: int
+    mode: str = "confidence"
+
+    def __post_init__(self):
+        if self.mode not in ("confidence", "reverse"):
+            raise UserError(f"--curriculum {self.mode!r}: choose none, confidence or reverse")
+        if not 1 <= self.stages <= len(self.memorization):
+            raise UserError(f"--stages must be between 1 and the number of forget records "
+                            f"({len(self.memorization)}), got {self.stages}")
+        if self.total_steps < self.stages:
+            raise UserError(f"--steps {self.total_steps} is fewer than --stages {self.stages}")
+
+    def ranking(self) -> np.ndarray:
+        scores = np.asarray(self.memorization, np.float64)
+        order = np.lexsort((np.arange(len(scores)), -scores if self.mode == "confidence" else scores))
+        return order
+
+    def stage_items(self, stage: int) -> np.ndarray:
+        n = len(self.memorization)
+        return self.ranking()[: -(-(stage + 1) * n // self.stages)]
+
+    def stage_end(self, stage: int) -> int:
+        """The global step at which ``stage`` ends (the last stage takes the remainder)."""
+        return self.total_steps if stage == self.stages - 1 else (stage + 1) * (self.total_steps // self.stages)
+
+    @staticmethod
+    def start() -> dict:
+        return {"stage": 0, "step": 0, "inner": EpochSampler.start()}
+
+    def next_batch(self, position: dict) -> tuple[np.ndarray, dict]:
+        stage, step, inner = position["stage"], position["step"], position["inner"]
+        if step >= self.stage_end(stage) and stage < self.stages - 1:
+            stage, inner = stage + 1, EpochSampler.start()
+        items = self.stage_items(stage)
+        index, inner = EpochSampler(len(items), self.batch_size, self.seed * 1000 + stage).next_batch(inner)
+        return items[index], {"stage": stage, "step": step + 1, "inner": inner}

@@ -17,7 +17,7 @@ import numpy as np
 
 from unlearn_jax.config import UnlearnConfig, parse_stop_when
 from unlearn_jax.data.records import load_records, parse_field_map
-from unlearn_jax.data.sampler import EpochSampler
+from unlearn_jax.data.sampler import CurriculumSampler, EpochSampler
 from unlearn_jax.data.tokenize import TokenSet, encode_records
 from unlearn_jax.engine.loop import LoopConfig, run_loop
 from unlearn_jax.engine.optim import OptimizerConfig, make_optimizer
@@ -32,7 +32,7 @@ from unlearn_jax.objectives.reference import layer_outputs, reference_nll
 from unlearn_jax.objectives.rmu import control_vector
 from unlearn_jax.runs.rundir import finish_run, prepare_run_dir, versions
 from unlearn_jax.runs.score import target_texts
-from unlearn_jax.scores.memorization import least_memorized, score_records
+from unlearn_jax.scores.memorization import MEMORIZED_HIGH, least_memorized, score_records
 
 RETAIN_CACHE_BYTES = 2 << 30  # frozen activations cached up to this size; above it, recomputed per step
 
@@ -143,20 +143,26 @@ def frozen_inputs(method: Method, cfg: UnlearnConfig, hp: Hyper, lm: LM, data: U
     return frozen, hp
 
 
-def select_forget(cfg: UnlearnConfig, lm: LM, data: UnlearnData) -> tuple[UnlearnData, dict | None]:
+def select_forget(cfg: UnlearnConfig, lm: LM, data: UnlearnData) -> tuple[UnlearnData, dict | None, list | None]:
     """Selective unlearning: score the forget set with the model being unlearned and drop the fraction
-    ``cfg.drop`` least memorized by ``cfg.select``; forgetting is still measured on the whole set."""
-    if cfg.select is None:
-        if cfg.drop:
-            raise UserError("--drop needs --select SCORE (which records count as least memorized)")
-        return data, None
+    ``cfg.drop`` least memorized by ``cfg.select``; forgetting is still measured on the whole set.
+    Returns (data, selection record for run.json, the kept records' memorization for a curriculum)."""
+    if cfg.select is None and cfg.drop:
+        raise UserError("--drop needs --select SCORE (which records count as least memorized)")
+    if cfg.curriculum not in ("none", "confidence", "reverse"):
+        raise UserError(f"--curriculum {cfg.curriculum!r}: choose none, confidence or reverse")
+    if cfg.select is None and cfg.curriculum == "none":
+        return data, None, None
+    score = cfg.select or "minkpp"
     rows = score_records(lm.params, lm.config, data.forget_eval, data.forget_texts)
-    dropped = least_memorized(rows, cfg.select, cfg.drop)
+    dropped = least_memorized(rows, score, cfg.drop)
     keep = np.setdiff1d(np.arange(len(rows)), dropped)
     data = dataclasses.replace(data, forget={t: s.subset(keep) for t, s in data.forget.items()})
-    selection = {"score": cfg.select, "drop": cfg.drop, "kept": len(keep),
-                 "dropped": [{"id": rows[i]["id"], cfg.select: rows[i][cfg.select]} for i in dropped]}
-    return data, selection
+    sign = 1.0 if MEMORIZED_HIGH[score] else -1.0
+    memorization = [sign * float(rows[i][score]) for i in keep]
+    selection = {"score": score, "drop": cfg.drop, "kept": len(keep),
+                 "dropped": [{"id": rows[i]["id"], score: rows[i][score]} for i in dropped]}
+    return data, selection, memorization
 
 
 def evaluate_sets(params, lm: LM, data: UnlearnData) -> dict[str, float]:
@@ -193,7 +199,7 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, force: bool = False, qu
         raise UserError(f"--method {cfg.method} needs --retain DATA for its retain term (or pass --alpha 0)")
     if not method.uses_retain and cfg.retain and not quiet:
         say(f"note: --method {cfg.method} has no retain term; --retain is only evaluated, never trained on")
-    data, selection = select_forget(cfg, lm, load_data(cfg, method, lm))
+    data, selection, memorization = select_forget(cfg, lm, load_data(cfg, method, lm))
     trainable_regex = cfg.trainable if cfg.trainable is not None else default_trainable(method, hp.rmu_layer)
     trainable, frozen_params = split_params(lm.params, trainable_regex)
     frozen, hp = frozen_inputs(method, cfg, hp, lm, data, trainable)
@@ -201,7 +207,11 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, force: bool = False, qu
 
     optimizer = make_optimizer(optimizer_cfg)
     state = init_state(trainable, optimizer, cfg.seed)
-    forget_sampler = EpochSampler(len(next(iter(data.forget.values()))), cfg.batch_size, cfg.seed, cfg.shuffle)
+    if cfg.curriculum == "none":
+        forget_sampler = EpochSampler(len(next(iter(data.forget.values()))), cfg.batch_size, cfg.seed, cfg.shuffle)
+    else:
+        forget_sampler = CurriculumSampler(tuple(memorization), cfg.batch_size, cfg.seed, cfg.stages, cfg.steps,
+                                           cfg.curriculum)
     retain_sampler = EpochSampler(len(data.retain), cfg.batch_size, cfg.seed + 1, cfg.shuffle) if needs_retain \
         else None
 
@@ -224,7 +234,7 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, force: bool = False, qu
     loop = LoopConfig(steps=cfg.steps, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                       eval_every=cfg.eval_every if stop or cfg.eval_every else 0)
     result = run_loop(make_step(objective, optimizer), state, frozen_params, frozen, next_batch,
-                      {"forget": EpochSampler.start(), "retain": EpochSampler.start()}, loop, work, resume=resume,
+                      {"forget": forget_sampler.start(), "retain": EpochSampler.start()}, loop, work, resume=resume,
                       evaluate=evaluate if loop.eval_every else None, should_stop=stop[1] if stop else None,
                       quiet=quiet, description=f"unlearn {cfg.method}")
     final_params = merge_params(result.state.params, frozen_params)
