@@ -60,3 +60,14 @@ def test_export_bad_input_one_line(hf_dir, tmp_path, args, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_world_command_is_deterministic_and_refuses_to_overwrite(tmp_path):
+    assert main(["world", "--out", str(tmp_path / "a"), "--people", "30", "--seed", "3", "--quiet"]) == 0
+    assert main(["world", "--out", str(tmp_path / "b"), "--people", "30", "--seed", "3", "--quiet"]) == 0
+    for name in ("forget.jsonl", "retain.jsonl", "world.json", "tokenizer/tokenizer.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    before = (tmp_path / "a" / "world.json").read_bytes()
+    assert main(["world", "--out", str(tmp_path / "a"), "--people", "30", "--seed", "4", "--quiet"]) == 2
+    assert (tmp_path / "a" / "world.json").read_bytes() == before
+    assert main(["world", "--out", str(tmp_path / "c"), "--people", "5", "--quiet"]) == 2
