@@ -99,7 +99,7 @@ def test_non_finite_steps_are_skipped_and_stop_the_loop(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     state = init_state(jax.tree_util.tree_map(jnp.copy, params), optimizer, seed=0)
     with pytest.raises(DivergedError, match="non-finite for 3 steps in a row"):
-        run_loop(make_step(bad, optimizer), state, {}, None, lambda pos: (batch, pos), {}, LoopConfig(
+        run_loop(make_step(bad, optimizer), state, {}, None, lambda pos, state: (batch, pos), {}, LoopConfig(
             steps=20, log_every=3, max_bad_steps=3), tmp_path, quiet=True)
     assert (tmp_path / "checkpoints").exists()
 
@@ -112,7 +112,7 @@ def _train(tmp_path, steps, crash_at=None, resume=False):
 
     sampler = EpochSampler(len(data), 4, seed=0)
 
-    def next_batch(position):
+    def next_batch(position, state):
         if crash_at is not None and position["epoch"] * 24 + position["offset"] >= 4 * (crash_at - 1):
             raise KeyboardInterrupt("simulated crash")
         index, position = sampler.next_batch(position)

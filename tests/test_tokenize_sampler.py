@@ -98,3 +98,26 @@ def test_curriculum_stages_order_and_resume():
         CurriculumSampler(memorization, 2, 0, stages=11, total_steps=20)
     with pytest.raises(UserError, match="--curriculum"):
         CurriculumSampler(memorization, 2, 0, stages=2, total_steps=6, mode="random")
+
+
+def test_rescoring_curriculum_reranks_at_stage_boundaries():
+    from unlearn_jax.data.sampler import CurriculumSampler
+
+    sampler = CurriculumSampler(tuple(float(v) for v in range(6)), batch_size=2, seed=0, stages=2, total_steps=4,
+                                rescore=True)
+    assert sampler.stage_items(0).tolist() == [5, 4, 3]
+    calls = []
+
+    def now():
+        calls.append(1)
+        return [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]  # the model now ranks the other way round
+
+    position, seen = sampler.start(), []
+    for _ in range(4):
+        index, position = sampler.next_batch(position, now)
+        seen.append(index)
+    assert len(calls) == 1 and position["ranking"] == [0, 1, 2, 3, 4, 5]
+    assert set(np.concatenate(seen[:2]).tolist()) == {3, 4, 5}
+    resumed = sampler.next_batch({"stage": 1, "step": 3, "inner": {"epoch": 0, "offset": 2},
+                                  "ranking": [0, 1, 2, 3, 4, 5]})[0]
+    np.testing.assert_array_equal(resumed, seen[3])  # the saved ranking is reused: no rescoring on resume

@@ -130,7 +130,7 @@ def test_selective_unlearning_drops_the_least_memorized(base_run, world_dir, tmp
 
 def test_curriculum_run_records_its_order(base_run, world_dir, tmp_path):
     run = unlearn(config(base_run, world_dir, tmp_path / "cur", curriculum="confidence", stages=3, steps=6,
-                         batch_size=8), quiet=True)
+                         batch_size=8, rescore=True), quiet=True)
     assert run["config"]["curriculum"] == "confidence" and run["resolved"]["selection"]["score"] == "minkpp"
     assert run["metrics"]["steps"] == 6 and run["metrics"]["after"]["forget_acc"] <= 1.0
 
@@ -156,6 +156,7 @@ def test_stop_when_stops_early(base_run, world_dir, tmp_path):
     (dict(method="npo", drop=0.2), "--drop needs --select"),
     (dict(method="npo", select="mink", drop=1.0), "--drop must be in"),
     (dict(method="npo", curriculum="confidence", stages=500), "--stages must be between"),
+    (dict(method="npo", rescore=True), "--rescore needs --curriculum"),
 ])
 def test_bad_inputs(base_run, world_dir, tmp_path, overrides, message):
     if overrides.get("forget") == "EMPTY":

@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="forget-set order: none (uniform shuffle), confidence (most memorized first, by --select or minkpp; "
            "each of --stages stages adds the next slice), reverse (least memorized first, the control)")
     u("--stages", type=int, help="curriculum stages, each with an equal share of --steps (default 1)")
+    u("--rescore", action="store_const", const=True,
+      help="curriculum: re-score the forget set with the model being unlearned at every stage boundary")
     u("--mesh", help="device mesh, e.g. data=2,fsdp=4 (default: all devices on data)")
     u("--seed", type=int, help="random seed: data order and rmu's control vector (default 0)")
     u("--no-shuffle", dest="shuffle", action="store_const", const=False, help="keep the data order")

@@ -44,6 +44,7 @@ class UnlearnConfig:
     drop: float = 0.0
     curriculum: str = "none"
     stages: int = 1
+    rescore: bool = False
     mesh: str | None = None
     seed: int = 0
     shuffle: bool = True

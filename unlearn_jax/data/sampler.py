@@ -66,7 +66,9 @@ class CurriculumSampler:
     ``memorization[i]``: higher = more memorized. ``mode="confidence"`` ranks items most memorized first,
     ``"reverse"`` least memorized first (the control); stage s samples uniformly (an ``EpochSampler``
     seeded by (seed, s)) from the first ⌈(s+1)·N/K⌉ ranked items, so each stage adds the next slice.
-    The position {"stage", "step", "inner"} makes it resumable mid-stage.
+    With ``rescore``, ``next_batch`` re-ranks at every stage boundary from ``memorization_now()`` (the
+    model being unlearned, scored again) and keeps that ranking in the position. The position
+    {"stage", "step", "inner"[, "ranking"]} makes it resumable mid-stage.
     """
 
     memorization: tuple[float, ...]
@@ -75,6 +77,7 @@ class CurriculumSampler:
     stages: int
     total_steps: int
     mode: str = "confidence"
+    rescore: bool = False
 
     def __post_init__(self):
         if self.mode not in ("confidence", "reverse"):
@@ -85,14 +88,13 @@ class CurriculumSampler:
         if self.total_steps < self.stages:
             raise UserError(f"--steps {self.total_steps} is fewer than --stages {self.stages}")
 
-    def ranking(self) -> np.ndarray:
-        scores = np.asarray(self.memorization, np.float64)
-        order = np.lexsort((np.arange(len(scores)), -scores if self.mode == "confidence" else scores))
-        return order
+    def ranking(self, memorization=None) -> np.ndarray:
+        scores = np.asarray(self.memorization if memorization is None else memorization, np.float64)
+        return np.lexsort((np.arange(len(scores)), -scores if self.mode == "confidence" else scores))
 
-    def stage_items(self, stage: int) -> np.ndarray:
-        n = len(self.memorization)
-        return self.ranking()[: -(-(stage + 1) * n // self.stages)]
+    def stage_items(self, stage: int, ranking=None) -> np.ndarray:
+        ranking = self.ranking() if ranking is None else np.asarray(ranking)
+        return ranking[: -(-(stage + 1) * len(ranking) // self.stages)]
 
     def stage_end(self, stage: int) -> int:
         """The global step at which ``stage`` ends (the last stage takes the remainder)."""
@@ -102,10 +104,18 @@ class CurriculumSampler:
     def start() -> dict:
         return {"stage": 0, "step": 0, "inner": EpochSampler.start()}
 
-    def next_batch(self, position: dict) -> tuple[np.ndarray, dict]:
+    def next_batch(self, position: dict, memorization_now=None) -> tuple[np.ndarray, dict]:
         stage, step, inner = position["stage"], position["step"], position["inner"]
+        ranking = position.get("ranking")
         if step >= self.stage_end(stage) and stage < self.stages - 1:
             stage, inner = stage + 1, EpochSampler.start()
-        items = self.stage_items(stage)
+            if self.rescore:
+                if memorization_now is None:
+                    raise ValueError("a rescoring curriculum needs memorization_now at stage boundaries")
+                ranking = self.ranking(memorization_now()).tolist()
+        items = self.stage_items(stage, ranking)
         index, inner = EpochSampler(len(items), self.batch_size, self.seed * 1000 + stage).next_batch(inner)
-        return items[index], {"stage": stage, "step": step + 1, "inner": inner}
+        new_position = {"stage": stage, "step": step + 1, "inner": inner}
+        if ranking is not None:
+            new_position["ranking"] = ranking
+        return items[index], new_position

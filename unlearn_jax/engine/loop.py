@@ -96,7 +96,7 @@ def run_loop(
     state: TrainState,
     frozen_params: dict,
     constants,
-    next_batch: Callable[[dict], tuple[object, dict]],
+    next_batch: Callable[[dict, TrainState], tuple[object, dict]],
     position: dict,
     config: LoopConfig,
     run_dir: Path,
@@ -109,7 +109,8 @@ def run_loop(
 ) -> LoopResult:
     """Run ``config.steps`` steps (or fewer if ``should_stop(evaluate(state))`` says so).
 
-    ``next_batch(position) -> (device batch, next position)``; checkpoints go to
+    ``next_batch(position, state) -> (device batch, next position)`` (the state lets a curriculum re-score
+    its data between stages; it must not be kept); checkpoints go to
     ``run_dir/checkpoints``, metric lines to ``run_dir/metrics.jsonl``.
     """
     run_dir = Path(run_dir)
@@ -148,7 +149,7 @@ def run_loop(
 
     try:
         for step in range(start + 1, config.steps + 1):
-            batch, position = next_batch(position)
+            batch, position = next_batch(position, state)
             state, metrics = step_fn(state, frozen_params, constants, batch)
             pending.append((step, metrics))
             bar.update(1)

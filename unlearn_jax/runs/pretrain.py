@@ -151,7 +151,7 @@ def pretrain(
     sampler = EpochSampler(len(data), p.batch_size, seed)
     row_length, rows = packed_shape(data, p.batch_size, sharding.data_parallel_size(mesh))
 
-    def next_batch(position):
+    def next_batch(position, state):
         candidates, _ = sampler.take(position, 2 * p.batch_size)
         batch, used = pack(data, candidates, rows, row_length)
         _, position = sampler.take(position, used)

@@ -143,16 +143,18 @@ def frozen_inputs(method: Method, cfg: UnlearnConfig, hp: Hyper, lm: LM, data: U
     return frozen, hp
 
 
-def select_forget(cfg: UnlearnConfig, lm: LM, data: UnlearnData) -> tuple[UnlearnData, dict | None, list | None]:
+def select_forget(cfg: UnlearnConfig, lm: LM, data: UnlearnData) -> tuple[UnlearnData, dict | None, list | None,
+                                                                        np.ndarray]:
     """Selective unlearning: score the forget set with the model being unlearned and drop the fraction
     ``cfg.drop`` least memorized by ``cfg.select``; forgetting is still measured on the whole set.
-    Returns (data, selection record for run.json, the kept records' memorization for a curriculum)."""
+    Returns (data, selection record for run.json, the kept records' memorization for a curriculum, the kept
+    records' indices into the whole forget set)."""
     if cfg.select is None and cfg.drop:
         raise UserError("--drop needs --select SCORE (which records count as least memorized)")
     if cfg.curriculum not in ("none", "confidence", "reverse"):
         raise UserError(f"--curriculum {cfg.curriculum!r}: choose none, confidence or reverse")
     if cfg.select is None and cfg.curriculum == "none":
-        return data, None, None
+        return data, None, None, np.arange(len(data.forget_eval))
     score = cfg.select or "minkpp"
     rows = score_records(lm.params, lm.config, data.forget_eval, data.forget_texts)
     dropped = least_memorized(rows, score, cfg.drop)
@@ -162,7 +164,7 @@ def select_forget(cfg: UnlearnConfig, lm: LM, data: UnlearnData) -> tuple[Unlear
     memorization = [sign * float(rows[i][score]) for i in keep]
     selection = {"score": score, "drop": cfg.drop, "kept": len(keep),
                  "dropped": [{"id": rows[i]["id"], score: rows[i][score]} for i in dropped]}
-    return data, selection, memorization
+    return data, selection, memorization, keep
 
 
 def evaluate_sets(params, lm: LM, data: UnlearnData) -> dict[str, float]:
@@ -199,7 +201,9 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, force: bool = False, qu
         raise UserError(f"--method {cfg.method} needs --retain DATA for its retain term (or pass --alpha 0)")
     if not method.uses_retain and cfg.retain and not quiet:
         say(f"note: --method {cfg.method} has no retain term; --retain is only evaluated, never trained on")
-    data, selection, memorization = select_forget(cfg, lm, load_data(cfg, method, lm))
+    data, selection, memorization, kept = select_forget(cfg, lm, load_data(cfg, method, lm))
+    if cfg.rescore and cfg.curriculum == "none":
+        raise UserError("--rescore needs --curriculum confidence or reverse")
     trainable_regex = cfg.trainable if cfg.trainable is not None else default_trainable(method, hp.rmu_layer)
     trainable, frozen_params = split_params(lm.params, trainable_regex)
     frozen, hp = frozen_inputs(method, cfg, hp, lm, data, trainable)
@@ -211,12 +215,22 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, force: bool = False, qu
         forget_sampler = EpochSampler(len(next(iter(data.forget.values()))), cfg.batch_size, cfg.seed, cfg.shuffle)
     else:
         forget_sampler = CurriculumSampler(tuple(memorization), cfg.batch_size, cfg.seed, cfg.stages, cfg.steps,
-                                           cfg.curriculum)
+                                           cfg.curriculum, cfg.rescore)
     retain_sampler = EpochSampler(len(data.retain), cfg.batch_size, cfg.seed + 1, cfg.shuffle) if needs_retain \
         else None
 
-    def next_batch(position):
-        index, forget_pos = forget_sampler.next_batch(position["forget"])
+    def memorization_now(state):
+        params = merge_params(state.params, frozen_params)
+        subset = data.forget_eval.subset(kept)
+        rows = score_records(params, lm.config, subset, [data.forget_texts[i] for i in kept])
+        sign = 1.0 if MEMORIZED_HIGH[selection["score"]] else -1.0
+        return [sign * float(r[selection["score"]]) for r in rows]
+
+    def next_batch(position, state):
+        if cfg.curriculum == "none":
+            index, forget_pos = forget_sampler.next_batch(position["forget"])
+        else:
+            index, forget_pos = forget_sampler.next_batch(position["forget"], lambda: memorization_now(state))
         batch = {"forget": {t: data.forget[t].rows(index) for t in data.forget}}
         batch["forget"]["index"] = index.astype(np.int32)
         new_position = {"forget": forget_pos, "retain": position["retain"]}
