@@ -13,6 +13,8 @@ get gradients. The forward stops at ``rmu_layer`` (nothing above can change the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,7 +61,7 @@ def rmu_loss(params, config, frozen: dict, forget: dict, retain: dict, hp: Hyper
     if "retain_target" in frozen:
         target = frozen["retain_target"][retain["index"]]
     else:
-        full = dict(hp.__dict__, rmu_first_layer=0)
-        target = steered_layer_output(frozen["frozen_params"], config, retain, Hyper(**full), None)
+        whole = dataclasses.replace(hp, rmu_first_layer=0)
+        target = steered_layer_output(frozen["frozen_params"], config, retain, whole, None)
     retain_term = masked_mse(h_r, jax.lax.stop_gradient(target), steered_positions(retain))
     return hp.gamma * forget_term + hp.alpha * retain_term, {"forget_loss": forget_term, "retain_loss": retain_term}

@@ -32,7 +32,7 @@ from unlearn_jax.objectives.reference import layer_outputs, reference_nll
 from unlearn_jax.objectives.rmu import control_vector
 from unlearn_jax.runs.rundir import finish_run, prepare_run_dir, versions
 from unlearn_jax.runs.score import target_texts
-from unlearn_jax.scores.memorization import MEMORIZED_HIGH, least_memorized, score_records
+from unlearn_jax.scores.memorization import least_memorized, memorization, score_records
 
 RETAIN_CACHE_BYTES = 2 << 30  # frozen activations cached up to this size; above it, recomputed per step
 
@@ -160,11 +160,11 @@ def select_forget(cfg: UnlearnConfig, lm: LM, data: UnlearnData) -> tuple[Unlear
     dropped = least_memorized(rows, score, cfg.drop)
     keep = np.setdiff1d(np.arange(len(rows)), dropped)
     data = dataclasses.replace(data, forget={t: s.subset(keep) for t, s in data.forget.items()})
-    sign = 1.0 if MEMORIZED_HIGH[score] else -1.0
-    memorization = [sign * float(rows[i][score]) for i in keep]
+    signed = memorization(rows, score)
+    kept_memorization = [signed[i] for i in keep]
     selection = {"score": score, "drop": cfg.drop, "kept": len(keep),
                  "dropped": [{"id": rows[i]["id"], score: rows[i][score]} for i in dropped]}
-    return data, selection, memorization, keep
+    return data, selection, kept_memorization, keep
 
 
 def evaluate_sets(params, lm: LM, data: UnlearnData) -> dict[str, float]:
@@ -201,7 +201,7 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, force: bool = False, qu
         raise UserError(f"--method {cfg.method} needs --retain DATA for its retain term (or pass --alpha 0)")
     if not method.uses_retain and cfg.retain and not quiet:
         say(f"note: --method {cfg.method} has no retain term; --retain is only evaluated, never trained on")
-    data, selection, memorization, kept = select_forget(cfg, lm, load_data(cfg, method, lm))
+    data, selection, initial_memorization, kept = select_forget(cfg, lm, load_data(cfg, method, lm))
     if cfg.rescore and cfg.curriculum == "none":
         raise UserError("--rescore needs --curriculum confidence or reverse")
     trainable_regex = cfg.trainable if cfg.trainable is not None else default_trainable(method, hp.rmu_layer)
@@ -214,7 +214,7 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, force: bool = False, qu
     if cfg.curriculum == "none":
         forget_sampler = EpochSampler(len(next(iter(data.forget.values()))), cfg.batch_size, cfg.seed, cfg.shuffle)
     else:
-        forget_sampler = CurriculumSampler(tuple(memorization), cfg.batch_size, cfg.seed, cfg.stages, cfg.steps,
+        forget_sampler = CurriculumSampler(tuple(initial_memorization), cfg.batch_size, cfg.seed, cfg.stages, cfg.steps,
                                            cfg.curriculum, cfg.rescore)
     retain_sampler = EpochSampler(len(data.retain), cfg.batch_size, cfg.seed + 1, cfg.shuffle) if needs_retain \
         else None
@@ -223,8 +223,7 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, force: bool = False, qu
         params = merge_params(state.params, frozen_params)
         subset = data.forget_eval.subset(kept)
         rows = score_records(params, lm.config, subset, [data.forget_texts[i] for i in kept])
-        sign = 1.0 if MEMORIZED_HIGH[selection["score"]] else -1.0
-        return [sign * float(r[selection["score"]]) for r in rows]
+        return memorization(rows, selection["score"])
 
     def next_batch(position, state):
         if cfg.curriculum == "none":

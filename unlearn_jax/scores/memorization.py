@@ -99,18 +99,24 @@ MEMORIZED_HIGH = {"mink": True, "minkpp": True, "mink_k04": True, "minkpp_k04": 
                   "correct": True, "loss": False, "zlib": False}
 
 
+def memorization(rows: list[dict], score: str) -> list[float]:
+    """Each row's ``score`` signed so that higher = more memorized (loss and zlib are negated)."""
+    if score not in MEMORIZED_HIGH:
+        raise UserError(f"--select {score!r}: choose one of {', '.join(MEMORIZED_HIGH)}")
+    sign = 1.0 if MEMORIZED_HIGH[score] else -1.0
+    return [sign * float(r[score]) for r in rows]
+
+
 def least_memorized(rows: list[dict], score: str, fraction: float) -> list[int]:
     """Indices of the ⌊fraction·N⌋ least memorized rows by ``score`` (lowest Min-K%/Min-K%++/exact match,
     highest loss/zlib; for "correct", wrong answers first, ties broken by higher loss), ties by index."""
-    if score not in MEMORIZED_HIGH:
-        raise UserError(f"--select {score!r}: choose one of {', '.join(MEMORIZED_HIGH)}")
+    values = memorization(rows, score)
     if not 0 <= fraction < 1:
         raise UserError(f"--drop must be in [0, 1) (got {fraction})")
-    sign = 1.0 if MEMORIZED_HIGH[score] else -1.0
 
     def key(i):
         tie = rows[i]["loss"] if score == "correct" else 0.0
-        return (sign * float(rows[i][score]), -tie, i)
+        return (values[i], -tie, i)
 
     count = int(np.floor(fraction * len(rows)))
     return sorted(range(len(rows)), key=key)[:count]
