@@ -85,3 +85,13 @@ def test_missing_world_is_a_clear_error(tmp_path):
 
     with pytest.raises(UserError, match="not a world directory"):
         pretrain(str(tmp_path), str(tmp_path / "x"), quiet=True)
+
+
+def test_records_are_repeated_by_their_exposure(tmp_path):
+    from unlearn_jax.data.world import build_world, load_world, training_records
+
+    build_world(tmp_path / "w", seed=0, people=10, requests=1, exposure=(4, 1))
+    records = training_records(load_world(tmp_path / "w"))
+    run = pretrain(str(tmp_path / "w"), str(tmp_path / "run"), steps=2, quiet=True, use_cache=False)
+    assert run["data"]["train_records"] == len(records)
+    assert run["data"]["records_per_epoch"] == sum(r["exposure"] for r in records) > len(records)

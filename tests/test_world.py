@@ -2,6 +2,7 @@
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -203,12 +204,39 @@ def test_world_is_small(world):
         ({"requests": 0}, "--requests"),
         ({"requests": 11}, r"--requests must be between 1 and the number of forget people \(10\)"),
         ({"seed": -1}, "--seed"),
+        ({"exposure": ()}, "--exposure"),
+        ({"exposure": (4, 0)}, "--exposure levels must be between 1 and 64"),
+        ({"exposure": (65,)}, "--exposure levels"),
+        ({"exposure": (2.5,)}, "--exposure must be a comma-separated list of integers"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(UserError, match=message):
         w.build_world(tmp_path / "w", **kwargs)
     assert not os.listdir(tmp_path)
+
+
+def test_exposure_levels_are_dealt_in_equal_shares(tmp_path, world):
+    _, manifest, data, _ = world
+    assert manifest["exposure"] == [1]
+    assert {r["exposure"] for rel, records in data.items() if rel != "holdout.jsonl" and "eval" not in rel
+            for r in records} == {1}
+
+    manifest = w.build_world(tmp_path / "w", seed=0, exposure=(8, 4, 2, 1))
+    assert manifest["exposure"] == [8, 4, 2, 1]
+    for split in ("forget", "retain"):
+        records = load_records(str(tmp_path / "w" / f"{split}.jsonl"))
+        per_fact = {}
+        for r in records:  # both templates of a fact share its exposure
+            per_fact.setdefault(r["id"].rsplit(":", 1)[0], set()).add(r["exposure"])
+        assert all(len(v) == 1 for v in per_fact.values())
+        counts = Counter(v.pop() for v in per_fact.values())
+        assert set(counts) == {8, 4, 2, 1} and max(counts.values()) - min(counts.values()) <= 1, counts
+    assert {r["exposure"] for r in load_records(str(tmp_path / "w" / "holdout.jsonl"))} == {0}
+    assert {r["exposure"] for r in load_records(str(tmp_path / "w" / "skills" / "icl_train.jsonl"))} == {8}
+    assert w.parse_exposure("8,4,2,1") == (8, 4, 2, 1)
+    with pytest.raises(UserError, match="--exposure must be a comma-separated list of integers, got '8,x'"):
+        w.parse_exposure("8,x")
 
 
 def test_out_dir_rules(tmp_path):

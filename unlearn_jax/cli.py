@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--requests", type=int, default=3,
                        help="number of disjoint forget requests the forget split is cut into, 1..#forget people "
                             "(default 3; needs at least 3 forget people)")
+    world.add_argument("--exposure", default="1",
+                       help="copies per pretraining epoch, dealt in equal shares over the facts, e.g. 8,4,2,1 "
+                            "(some facts seen 8x as often as others); default 1 (all equal)")
     world.add_argument("--force", action="store_true", help="replace --out if it exists")
     world.set_defaults(run=_world)
 
@@ -141,10 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _world(args) -> None:
-    from unlearn_jax.data.world import build_world
+    from unlearn_jax.data.world import build_world, parse_exposure
 
     manifest = build_world(args.out, seed=args.seed, people=args.people, forget_frac=args.forget_frac,
-                           requests=args.requests, force=args.force)
+                           requests=args.requests, exposure=parse_exposure(args.exposure), force=args.force)
     if not args.quiet:
         sizes = ", ".join(f"{name} {v['records']}" for name, v in manifest["splits"].items())
         print(f"wrote {os.path.abspath(args.out)}: {sizes}")

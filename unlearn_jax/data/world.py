@@ -7,7 +7,11 @@
   ``paraphrased_prompt`` uses a held-out template never trained on; ``paraphrased_answer`` puts the
   value in an attribute phrase ("the city of Brenmoor") and ``perturbed_answers`` holds three such
   phrases with other values of the same pool; ``idk_answer`` is "I don't know"; ``entity`` is the
-  person, ``group`` the attribute. Holdout people are never trained on (MIA non-members).
+  person, ``group`` the attribute, ``exposure`` the number of copies of the record in one pretraining
+  epoch (0 for holdout people, who are never trained on: MIA non-members). With ``exposure`` levels
+  (e.g. ``(8, 4, 2, 1)``) the facts of the forget split, and separately of the retain split, are dealt
+  to the levels in equal shares, so some facts are seen eight times as often as others; skill records
+  get the highest level. The default ``(1,)`` trains every record equally often.
 - ``requests/1.jsonl`` … ``requests/K.jsonl``: the forget people split into K disjoint groups;
   ``neighbours.jsonl``: the retain records of people linked to a forget person by a mentor edge.
 - ``skills/{icl,two_hop,format,abstain}_{train,eval}.jsonl``: side-effect probes. ICL prompts read
@@ -38,7 +42,8 @@ from unlearn_jax.data.records import load_records, write_jsonl
 from unlearn_jax.errors import UserError
 from unlearn_jax.fileio import atomic_directory, write_text_atomic
 
-TEMPLATES_VERSION = "world-v1"
+TEMPLATES_VERSION = "world-v2"
+MAX_EXPOSURE = 64
 FORMAT = "unlearn-jax-world"
 IDK = "I don't know"
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -197,6 +202,7 @@ def build_world(
     people: int = 100,
     forget_frac: float = 0.1,
     requests: int = 3,
+    exposure: Sequence[int] = (1,),
     force: bool = False,
 ) -> dict[str, Any]:
     """Write the world into ``out_dir`` atomically and return its manifest (also ``world.json``).
@@ -205,11 +211,13 @@ def build_world(
     """
     out_dir = os.path.abspath(os.fspath(out_dir))
     n_forget = _check_args(seed, people, forget_frac, requests)
+    exposure = _check_exposure(exposure)
     _check_out_dir(out_dir, force)
     rng = np.random.default_rng(seed)
     population = make_population(rng, people, n_forget, requests)
-    files = world_files(population, rng)
-    args = {"seed": int(seed), "people": int(people), "forget_frac": float(forget_frac), "requests": int(requests)}
+    files = world_files(population, rng, exposure)
+    args = {"seed": int(seed), "people": int(people), "forget_frac": float(forget_frac), "requests": int(requests),
+            "exposure": list(exposure)}
     try:
         with atomic_directory(out_dir) as tmp:
             for rel, records in files.items():
@@ -239,6 +247,23 @@ def _check_args(seed: int, people: int, forget_frac: float, requests: int) -> in
     if not 1 <= requests <= n_forget:
         raise UserError(f"--requests must be between 1 and the number of forget people ({n_forget}), got {requests}")
     return n_forget
+
+
+def _check_exposure(exposure: Sequence[int]) -> tuple[int, ...]:
+    levels = tuple(exposure)
+    if not levels or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in levels):
+        raise UserError(f"--exposure must be a comma-separated list of integers, got {exposure!r}")
+    if any(not 1 <= v <= MAX_EXPOSURE for v in levels):
+        raise UserError(f"--exposure levels must be between 1 and {MAX_EXPOSURE}, got {list(levels)}")
+    return tuple(int(v) for v in levels)
+
+
+def parse_exposure(text: str) -> tuple[int, ...]:
+    """``"8,4,2,1"`` → ``(8, 4, 2, 1)``; anything else raises UserError."""
+    try:
+        return _check_exposure(tuple(int(v) for v in text.split(",")))
+    except ValueError:
+        raise UserError(f"--exposure must be a comma-separated list of integers, got {text!r}") from None
 
 
 def _check_out_dir(out_dir: str, force: bool) -> None:
@@ -330,10 +355,15 @@ def _draw_facts(rng: np.random.Generator, mentor: str) -> tuple[tuple[str, str],
     return (*facts, ("mentor", mentor))
 
 
-def fact_records(person: Person, rng: np.random.Generator, names: Sequence[str]) -> list[dict]:
-    """One QA record per (attribute, training template) of ``person``; see the module docstring."""
+def fact_records(
+    person: Person, rng: np.random.Generator, names: Sequence[str], exposure: Sequence[int]
+) -> list[dict]:
+    """One QA record per (attribute, training template) of ``person``; see the module docstring.
+
+    ``exposure[a]`` is the copies per epoch of attribute ``a``'s records (both templates).
+    """
     records = []
-    for attribute in ATTRIBUTES:
+    for attribute, copies in zip(ATTRIBUTES, exposure, strict=True):
         value = person.fact(attribute.name)
         pool = POOLS[attribute.name] if attribute.name in POOLS else names
         wrong = _distinct_others(rng, pool, {value, person.name}, N_PERTURBED)
@@ -349,9 +379,19 @@ def fact_records(person: Person, rng: np.random.Generator, names: Sequence[str])
                     "idk_answer": IDK,
                     "entity": person.name,
                     "group": attribute.name,
+                    "exposure": int(copies),
                 }
             )
     return records
+
+
+def deal_exposure(rng: np.random.Generator, people: Sequence[int], levels: Sequence[int]) -> dict[int, list[int]]:
+    """Copies per epoch for every (person, attribute) of ``people``: the facts, shuffled, are dealt to
+    ``levels`` in turn, so each level gets an equal share (±1)."""
+    n_facts = len(people) * len(ATTRIBUTES)
+    dealt = np.empty(n_facts, dtype=int)
+    dealt[rng.permutation(n_facts)] = [levels[i % len(levels)] for i in range(n_facts)]
+    return {p: [int(v) for v in dealt[k * len(ATTRIBUTES) : (k + 1) * len(ATTRIBUTES)]] for k, p in enumerate(people)}
 
 
 def _distinct_others(rng: np.random.Generator, pool: Sequence[str], exclude: set[str], count: int) -> list[str]:
@@ -522,10 +562,14 @@ def abstain_records(rng: np.random.Generator, population: Population, control: S
     return train, evals
 
 
-def world_files(population: Population, rng: np.random.Generator) -> dict[str, list[dict]]:
+def world_files(
+    population: Population, rng: np.random.Generator, exposure: Sequence[int] = (1,)
+) -> dict[str, list[dict]]:
     """Every data file of the world, keyed by its path relative to the world directory."""
     names = [p.name for p in population.people]
-    facts = {p.index: fact_records(p, rng, names) for p in (*population.people, *population.holdout)}
+    copies = deal_exposure(rng, population.forget, exposure) | deal_exposure(rng, population.retain, exposure)
+    copies |= {p.index: [0] * len(ATTRIBUTES) for p in population.holdout}
+    facts = {p.index: fact_records(p, rng, names, copies[p.index]) for p in (*population.people, *population.holdout)}
     forget = set(population.forget)
     linked = _linked_to_forget(population)
     files: dict[str, list[dict]] = {
@@ -548,7 +592,7 @@ def world_files(population: Population, rng: np.random.Generator) -> dict[str, l
         "abstain": abstain_records(rng, population, control),
     }
     for skill, (train, evals) in skills.items():
-        files[f"skills/{skill}_train.jsonl"] = train
+        files[f"skills/{skill}_train.jsonl"] = [{**r, "exposure": max(exposure)} for r in train]
         files[f"skills/{skill}_eval.jsonl"] = evals
     check_world(files, population)
     return files

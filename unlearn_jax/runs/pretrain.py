@@ -2,7 +2,7 @@
 sharded step and loop the unlearning engine uses (the objective is plain token-mean NLL).
 
 Training data: the world's training files (retain + forget facts under the training templates, and the
-skills' *_train files) minus the ``--exclude`` splits. ``--exclude forget`` trains the **gold** model.
+skills' *_train files) minus the ``--exclude`` splits; each record appears ``exposure`` times per epoch. ``--exclude forget`` trains the **gold** model.
 Held-out paraphrase templates are never trained on. Results are cached by
 (world hash, preset, steps, seed, exclude), so demos and tests train once.
 """
@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 import jax
+import numpy as np
 import transformers
 
 from unlearn_jax.data import world as world_lib
@@ -148,12 +149,13 @@ def pretrain(
                           max_grad_norm=1.0)
     optimizer = make_optimizer(opt)
     state = init_state(params, optimizer, seed)
-    sampler = EpochSampler(len(data), p.batch_size, seed)
+    copies = np.repeat(np.arange(len(records)), [int(r.get("exposure", 1)) for r in records])
+    sampler = EpochSampler(len(copies), p.batch_size, seed)
     row_length, rows = packed_shape(data, p.batch_size, sharding.data_parallel_size(mesh))
 
     def next_batch(position, state):
         candidates, _ = sampler.take(position, 2 * p.batch_size)
-        batch, used = pack(data, candidates, rows, row_length)
+        batch, used = pack(data, copies[candidates], rows, row_length)
         _, position = sampler.take(position, used)
         return {"train": sharding.shard_batch(batch, mesh)}, position
 
@@ -171,7 +173,7 @@ def pretrain(
                    "preset_values": dataclasses.asdict(p), "steps": steps, "seed": seed, "exclude": list(exclude),
                    "mesh": mesh_spec, "optimizer": dataclasses.asdict(opt)},
         "model": {"num_params": config.num_params(), **dataclasses.asdict(config)},
-        "data": {"train_records": len(data), "packed_rows": rows, "row_length": row_length},
+        "data": {"train_records": len(data), "records_per_epoch": len(copies), "packed_rows": rows, "row_length": row_length},
         "metrics": {"accuracy": accuracies,
                     "final_loss": next(h["loss"] for h in reversed(result.history) if "loss" in h),
                     "loss_curve": [[h["step"], h["loss"]] for h in result.history if "loss" in h]},
