@@ -45,3 +45,62 @@ def mean_std(values) -> tuple[float, float]:
 
     return float(np.mean(values)), float(np.std(values))
 
+
+def unlearned(base: Path, world: Path, out: Path, method: str, seed: int, **overrides) -> Path:
+    """Unlearn ``method`` from ``base`` on the world's forget/retain split into ``out``; reuse ``out`` when
+    it already holds a finished run with the same configuration (experiments share unlearned models)."""
+    import dataclasses
+
+    from unlearn_jax.config import UnlearnConfig
+    from unlearn_jax.runs.unlearn import unlearn
+
+    cfg = UnlearnConfig(model=str(base), forget=str(world / "forget.jsonl"), retain=str(world / "retain.jsonl"),
+                        method=method, seed=seed, out=str(out), **overrides)
+    done = out / "run.json"
+    if not done.exists() or json.loads(done.read_text())["config"] != dataclasses.asdict(cfg):
+        unlearn(cfg, force=True, quiet=True)
+    return out
+
+
+def default_lr(method: str) -> float:
+    from unlearn_jax.objectives import METHODS
+
+    return METHODS[method].defaults["lr"]
+
+
+PITFALL1_METHODS = ("ga", "graddiff", "npo", "simnpo", "rmu")
+
+
+def pitfall1_setup(doc: str):
+    """Shared command line of the pitfall-1 experiments: (args, world, base, gold, methods, seeds)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--out", default="runs/pitfall1", type=Path)
+    parser.add_argument("--methods", default=",".join(PITFALL1_METHODS))
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args()
+    world, base, gold = world_and_models(args.out)
+    return args, world, base, gold, args.methods.split(","), [int(s) for s in args.seeds.split(",")]
+
+
+def lr_grid(methods, scales, seeds):
+    """(method, learning rate = scale x the method's default, seed) for every combination."""
+    for method in methods:
+        for scale in scales:
+            for seed in seeds:
+                yield method, default_lr(method) * scale, seed
+
+
+def audit_unlearned(args, world: Path, base: Path, gold: Path, method: str, seed: int, lr: float, probe: str,
+                    optimizer: str = "adamw", **audit_options) -> dict:
+    """Unlearn (or reuse OUT/models/NAME) and run one audit probe on it against the base and gold models."""
+    from unlearn_jax.runs.audit import AuditConfig, audit
+
+    name = f"{method}_{optimizer}_lr{lr:g}_s{seed}"
+    model = unlearned(base, world, args.out / "models" / name, method, seed, lr=lr, optimizer=optimizer,
+                      max_grad_norm=1.0 if optimizer == "adamw" else 0.0)
+    return audit(AuditConfig(model=str(model), original=str(base), retrained=str(gold),
+                             forget=str(world / "forget.jsonl"), retain=str(world / "retain.jsonl"),
+                             out=str(args.out / "audits" / f"{probe}_{name}"), probes=(probe,), seed=seed,
+                             **audit_options), force=True, quiet=True)

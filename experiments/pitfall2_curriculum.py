@@ -1,7 +1,8 @@
 """Pitfall 2, curriculum unlearning: NPO with the forget set uniformly shuffled (none), most-memorized
 first (confidence, by Min-K%++, 3 stages), the same re-ranked with the current model at every stage
 boundary (confidence+rescore) and least-memorized first (reverse, the control), same step budget, 3 seeds,
-on a world whose facts were seen 32, 8, 2 or 1 times per pretraining epoch (``--exposure``). Reports the final forget/retain trade-off and the steps to reach forget accuracy <= 0.1
+on a world whose facts were seen 32, 8, 2 or 1 times per pretraining epoch (``--exposure``). Reports the
+final forget/retain trade-off and the steps to reach forget accuracy <= 0.1
 (evaluated every 8 steps; the run is not stopped, so every run spends the same budget).
 Writes OUT/curriculum.{json,png} and prints mean ± std per order.
 """
@@ -70,7 +71,8 @@ def main():
     write_json(args.out / "curriculum.json", {"runs": rows, "table": table, "curves": curves})
     print(f"{'order':<20}{'forget acc':>16}{'retain acc':>16}{'steps to <= 0.1':>18}")
     for r in table:
-        steps = f"{r['steps_to_target_mean']:.0f} ({r['runs_reaching_target']}/{len(seeds)})" if r["steps_to_target_mean"] \
+        reached = f"{r['steps_to_target_mean']:.0f}" if r["steps_to_target_mean"] else None
+        steps = f"{reached} ({r['runs_reaching_target']}/{len(seeds)})" if reached \
             else "never"
         print(f"{r['order']:<20}{r['forget_acc']:>10.3f} ± {r['forget_acc_std']:.3f}"
               f"{r['retain_acc']:>10.3f} ± {r['retain_acc_std']:.3f}{steps:>18}")

@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from unlearn_jax.audit import PROBES as AUDIT_PROBES
 from unlearn_jax.errors import UserError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -130,6 +131,35 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--force", action="store_true", help="replace --out if it exists")
     score.set_defaults(run=_score)
 
+    audit = sub.add_parser("audit", parents=[common],
+                           help="attack an unlearned model: removed, hidden or not forgotten?",
+                           description="Attack the unlearned model, the original and (best) the gold model retrained "
+                                       "without the forget data the same ways, and judge per probe whether the "
+                                       "forget knowledge was removed, hidden or never forgotten. Writes audit.json, "
+                                       "report.md and plots.")
+    a = audit.add_argument
+    a("--model", required=True, help="the unlearned model (model directory, run directory or hub id)")
+    a("--original", required=True, help="the model before unlearning")
+    a("--retrained", help="the gold model, trained without the forget data (without it the verdicts are weaker)")
+    a("--forget", required=True, help="forget QA records (.jsonl/.json/.csv/.parquet or hf:NAME)")
+    a("--retain", required=True, help="retain QA records")
+    a("--out", required=True, help="audit directory to write")
+    a("--probes", default=",".join(AUDIT_PROBES), help=f"comma-separated subset of {','.join(AUDIT_PROBES)}")
+    a("--quant-schemes", default="int8,int4,int4-g128,int4-g64,int4-g32",
+      help="weight quantization schemes: int8|int4, optionally -gG for groups of G inputs (default: per channel)")
+    a("--sparsities", default="0.1,0.3,0.5", help="pruning sparsities in (0, 1), magnitude and Wanda")
+    a("--relearn-fraction", type=float, default=0.2, help="share of forget facts fine-tuned on (default 0.2)")
+    a("--relearn-steps", default="0,5,10,20,40", help="relearning curve checkpoints (steps)")
+    a("--relearn-lr", type=float, default=3e-4, help="AdamW rate of relearning and capacity fine-tuning")
+    a("--capacity-data", help="new QA facts for the capacity probe (default: a world's holdout.jsonl)")
+    a("--capacity-steps", default="0,10,20,40,60", help="capacity curve checkpoints (steps)")
+    a("--capacity-target", type=float, default=0.8, help="accuracy that counts as learned (default 0.8)")
+    a("--max-retain", type=int, default=400, help="retain records evaluated (a seeded sample; default 400)")
+    a("--seed", type=int, default=0, help="seed of splits, samples, fine-tuning and the bootstrap (default 0)")
+    a("--field-map", help="map other schemas' fields, e.g. prompt=question,answer=answer, or a preset")
+    a("--force", action="store_true", help="replace --out when the audit succeeds")
+    audit.set_defaults(run=_audit)
+
     export = sub.add_parser("export", parents=[common], help="re-save a model or run as a Hugging Face directory",
                             description="Re-save a model directory or a run's model/ as a Hugging Face model "
                                         "directory (e.g. to change the dtype or shard the weights).")
@@ -177,6 +207,22 @@ def _score(args) -> None:
     from unlearn_jax.runs.score import score
 
     score(args.model, args.data, args.out, k=args.k, field_map=args.field_map, force=args.force, quiet=args.quiet)
+
+
+def _audit(args) -> None:
+    from unlearn_jax.runs.audit import AuditConfig, audit, parse_floats, parse_ints
+
+    cfg = AuditConfig(model=args.model, original=args.original, retrained=args.retrained, forget=args.forget,
+                      retain=args.retain, out=args.out,
+                      probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()),
+                      quant_schemes=args.quant_schemes, sparsities=parse_floats(args.sparsities, "--sparsities"),
+                      relearn_fraction=args.relearn_fraction,
+                      relearn_steps=parse_ints(args.relearn_steps, "--relearn-steps"), relearn_lr=args.relearn_lr,
+                      capacity_data=args.capacity_data,
+                      capacity_steps=parse_ints(args.capacity_steps, "--capacity-steps"),
+                      capacity_target=args.capacity_target, max_retain=args.max_retain, seed=args.seed,
+                      field_map=args.field_map)
+    audit(cfg, force=args.force, quiet=args.quiet)
 
 
 def _export(args) -> None:

@@ -2,7 +2,8 @@
 sharded step and loop the unlearning engine uses (the objective is plain token-mean NLL).
 
 Training data: the world's training files (retain + forget facts under the training templates, and the
-skills' *_train files) minus the ``--exclude`` splits; each record appears ``exposure`` times per epoch. ``--exclude forget`` trains the **gold** model.
+skills' *_train files) minus the ``--exclude`` splits; each record appears ``exposure`` times per epoch.
+``--exclude forget`` trains the **gold** model.
 Held-out paraphrase templates are never trained on. Results are cached by
 (world hash, preset, steps, seed, exclude), so demos and tests train once.
 """
@@ -173,7 +174,8 @@ def pretrain(
                    "preset_values": dataclasses.asdict(p), "steps": steps, "seed": seed, "exclude": list(exclude),
                    "mesh": mesh_spec, "optimizer": dataclasses.asdict(opt)},
         "model": {"num_params": config.num_params(), **dataclasses.asdict(config)},
-        "data": {"train_records": len(data), "records_per_epoch": len(copies), "packed_rows": rows, "row_length": row_length},
+        "data": {"train_records": len(data), "records_per_epoch": len(copies), "packed_rows": rows,
+                 "row_length": row_length},
         "metrics": {"accuracy": accuracies,
                     "final_loss": next(h["loss"] for h in reversed(result.history) if "loss" in h),
                     "loss_curve": [[h["step"], h["loss"]] for h in result.history if "loss" in h]},

@@ -1,0 +1,42 @@
+"""Matplotlib (Agg) figures written straight to PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+MODEL_COLOURS = {"model": "tab:red", "original": "tab:grey", "retrained": "tab:blue"}
+
+
+def lines(path: Path, series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, title: str, xlabel: str,
+          ylabel: str, styles: Mapping[str, dict] | None = None) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", label=name, **(styles or {}).get(name, {}))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def grouped_bars(path: Path, groups: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str,
+                 ylabel: str, colours: Mapping[str, str] | None = None) -> None:
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) + 2), 3.8))
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(groups))
+    for k, (name, values) in enumerate(series.items()):
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=name,
+               color=(colours or {}).get(name))
+    ax.set_xticks(x, groups, rotation=20, fontsize=8)
+    ax.set(title=title, ylabel=ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
