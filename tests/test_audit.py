@@ -184,7 +184,8 @@ def test_verdict_rules():
 # ---- end to end on the tiny world ---------------------------------------------------------------
 
 SMALL = dict(quant_schemes="int8,int4-g32", sparsities=(0.3,), relearn_steps=(0, 5, 10), capacity_steps=(0, 10),
-             max_retain=200)
+             max_retain=200, attack_facts=4, suffix_length=6, gcg_steps=5, gcg_candidates=32, gcg_top_k=32,
+             embed_steps=20)
 
 
 def audit_config(world_dir, model, original, out, retrained=None, **kw):
@@ -223,6 +224,8 @@ def test_gold_model_against_itself_is_removed_everywhere(gold_run, base_run, wor
     assert quant["model"]["int8"] == quant["retrained"]["int8"]
     assert 0 < quant["changed_codes_vs_original"]["int4-g32"]["all"] <= 1
     assert result["probes"]["capacity"]["data"].endswith("holdout.jsonl")  # the world's never-seen people
+    assert set(result["probes"]) == {"quant", "prune", "relearn", "probe", "capacity", "gcg", "embed"}
+    assert result["probes"]["gcg"]["facts"] == 4
 
 
 def test_planted_hidden_model_is_caught(planted_hidden, gold_run, base_run, world_dir, tmp_path):
@@ -269,12 +272,14 @@ def cli(*args):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--probes", "quant,gcg"], "--probes: unknown probe 'gcg'"),
+    (["--probes", "quant,gcgx"], "--probes: unknown probe 'gcgx'"),
     (["--quant-schemes", "int3"], "--quant-schemes: 'int3' is not a scheme"),
     (["--sparsities", "0.5,1.5"], "--sparsities must be in (0, 1)"),
     (["--relearn-steps", "5,0"], "relearning steps must be increasing"),
     (["--relearn-fraction", "1"], "--relearn-fraction must be in (0, 1)"),
     (["--relearn-steps", "0,x"], "--relearn-steps must be comma-separated integers"),
+    (["--suffix-length", "0"], "GCG suffix length must be >= 1"),
+    (["--attack-facts", "1"], "--attack-facts must be >= 2"),
 ])
 def test_bad_arguments_are_one_line_errors(gold_run, base_run, world_dir, tmp_path, extra, message):
     result = cli("--model", str(gold_run), "--original", str(base_run), "--forget", str(world_dir / "forget.jsonl"),

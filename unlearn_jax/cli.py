@@ -155,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--capacity-steps", default="0,10,20,40,60", help="capacity curve checkpoints (steps)")
     a("--capacity-target", type=float, default=0.8, help="accuracy that counts as learned (default 0.8)")
     a("--max-retain", type=int, default=400, help="retain records evaluated (a seeded sample; default 400)")
+    a("--attack-facts", type=int, default=8,
+      help="gcg/embed: forget facts attacked one by one; a universal suffix is fitted on half and tested on the rest")
+    a("--suffix-length", type=int, default=20, help="gcg/embed: adversarial suffix length in tokens (default 20)")
+    a("--gcg-steps", type=int, default=40, help="gcg: optimisation steps per attack (default 40)")
+    a("--gcg-candidates", type=int, default=128, help="gcg: single-token swaps scored per step in one batch")
+    a("--gcg-top-k", type=int, default=256, help="gcg: candidate tokens per suffix position (default 256)")
+    a("--embed-steps", type=int, default=100, help="embed: Adam steps on the soft suffix (default 100)")
     a("--seed", type=int, default=0, help="seed of splits, samples, fine-tuning and the bootstrap (default 0)")
     a("--field-map", help="map other schemas' fields, e.g. prompt=question,answer=answer, or a preset")
     a("--force", action="store_true", help="replace --out when the audit succeeds")
@@ -220,8 +227,10 @@ def _audit(args) -> None:
                       relearn_steps=parse_ints(args.relearn_steps, "--relearn-steps"), relearn_lr=args.relearn_lr,
                       capacity_data=args.capacity_data,
                       capacity_steps=parse_ints(args.capacity_steps, "--capacity-steps"),
-                      capacity_target=args.capacity_target, max_retain=args.max_retain, seed=args.seed,
-                      field_map=args.field_map)
+                      capacity_target=args.capacity_target, max_retain=args.max_retain,
+                      attack_facts=args.attack_facts, suffix_length=args.suffix_length, gcg_steps=args.gcg_steps,
+                      gcg_candidates=args.gcg_candidates, gcg_top_k=args.gcg_top_k, embed_steps=args.embed_steps,
+                      seed=args.seed, field_map=args.field_map)
     audit(cfg, force=args.force, quiet=args.quiet)
 
 

@@ -1,3 +1,4 @@
-"""Fake-unlearning probes: quantization, pruning, relearning, hidden-state probes, capacity; verdicts."""
+"""Fake-unlearning probes: quantization, pruning, relearning, hidden-state probes, capacity, adversarial
+suffixes (GCG, embedding space); verdicts."""
 
-PROBES = ("quant", "prune", "relearn", "probe", "capacity")
+PROBES = ("quant", "prune", "relearn", "probe", "capacity", "gcg", "embed")

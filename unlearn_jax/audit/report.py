@@ -48,6 +48,9 @@ def write_report(folder: Path, result: dict, cfg) -> None:
                          ("capacity", _capacity)):
         if name in probes:
             md.append(writer(folder, probes[name], roles))
+    for name, title in (("gcg", "GCG adversarial suffix"), ("embed", "Embedding-space (soft) suffix")):
+        if name in probes:
+            md.append(_adversarial(probes[name], roles, title))
     write_text_atomic(folder / "report.md", "\n".join(md))
 
 
@@ -139,3 +142,13 @@ def _capacity(folder: Path, probe: dict, roles: list[str]) -> str:
     return ("\n## Capacity (learning new facts)\n\n"
             f"New facts from `{probe['data']}`; steps to reach accuracy {probe[roles[0]]['target']}:\n\n"
             + table(["model", "steps to target", "final acc", "final NLL"], rows) + "\n![capacity](capacity.png)\n")
+
+
+def _adversarial(probe: dict, roles: list[str], title: str) -> str:
+    rows = [[ROLE_NAMES[r], probe[r]["clean"], probe[r]["per_fact_success"], probe[r]["universal_heldout_success"]]
+            for r in roles]
+    return (f"\n## {title}\n\n{probe['facts']} forget facts attacked one by one (the answer's own tokens are "
+            "not allowed in a GCG suffix), and one universal suffix fitted on half of them and applied to the "
+            "other half. A success = the greedy answer is the forget answer. When the gold model is forced as "
+            "often as M, the attack is measuring itself, not the unlearning.\n\n"
+            + table(["model", "no attack", "per-fact success", "universal, held-out facts"], rows))

@@ -245,7 +245,7 @@ class LlamaForCausalLM(nn.Module):
         angles = position_ids[..., None].astype(jnp.float32) * rope_inverse_frequencies(c)
         angles = jnp.concatenate([angles, angles], axis=-1)
         cos, sin = jnp.cos(angles), jnp.sin(angles)
-        x = self.embed_tokens(input_ids) if start_layer == 0 else hidden_in.astype(jnp.dtype(c.dtype))
+        x = self.embed_tokens(input_ids) if hidden_in is None else hidden_in.astype(jnp.dtype(c.dtype))
         hidden = {}
         for i in range(start_layer, stop + 1):
             x = self.layers[i](x, cos, sin, attention_mask)
@@ -288,6 +288,8 @@ def apply(
     uses for a plain forward; packed rows restart at 0 in each segment).
 
     ``hidden_layers``: return these layers' outputs; ``last_layer``: stop after this layer (no logits);
+    ``hidden_in`` [B, S, D] with ``start_layer`` 0: input embeddings used instead of looking up
+    ``input_ids`` (soft prompts, one-hot gradients); ``input_ids`` then only sets the shape.
     ``start_layer`` > 0 with ``hidden_in`` [B, S, D] (the output of layer start_layer − 1, e.g. cached
     from a frozen prefix): run only layers start_layer.. — the embedding and earlier layers are skipped.
     """

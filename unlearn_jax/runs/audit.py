@@ -15,16 +15,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 
 from unlearn_jax.audit import PROBES
 from unlearn_jax.audit import verdict as verdicts
 from unlearn_jax.audit.capacity import DEFAULT_CHECKPOINTS as CAPACITY_CHECKPOINTS
 from unlearn_jax.audit.capacity import DEFAULT_TARGET, capacity
+from unlearn_jax.audit.embed_attack import EmbedAttackConfig, embed_attack
+from unlearn_jax.audit.gcg import GCGConfig, build_attack_batch, gcg, suffix_success
 from unlearn_jax.audit.probe import layer_features, probe_groups, probe_layers
 from unlearn_jax.audit.prune import DEFAULT_SPARSITIES, input_feature_norms, magnitude_prune, wanda_prune
 from unlearn_jax.audit.quantize import DEFAULT_SCHEMES, changed_code_fraction, fake_quantize, parse_schemes
-from unlearn_jax.audit.relearn import FinetuneConfig, finetune_curve, split_by_fact
+from unlearn_jax.audit.relearn import FinetuneConfig, fact_key, finetune_curve, split_by_fact
 from unlearn_jax.audit.report import write_report
 from unlearn_jax.data.records import load_records, parse_field_map
 from unlearn_jax.data.tokenize import TokenSet, encode_records
@@ -53,6 +56,12 @@ class AuditConfig:
     capacity_steps: tuple[int, ...] = CAPACITY_CHECKPOINTS
     capacity_target: float = DEFAULT_TARGET
     max_retain: int = 400
+    attack_facts: int = 8
+    suffix_length: int = 20
+    gcg_steps: int = 40
+    gcg_candidates: int = 128
+    gcg_top_k: int = 256
+    embed_steps: int = 100
     seed: int = 0
     field_map: str | None = None
 
@@ -69,7 +78,13 @@ class AuditConfig:
             raise UserError(f"--capacity-target must be in (0, 1] (got {self.capacity_target})")
         if self.max_retain < 4:
             raise UserError(f"--max-retain must be >= 4 (got {self.max_retain})")
+        if self.attack_facts < 2:
+            raise UserError(f"--attack-facts must be >= 2 (per-fact attacks and a universal suffix; got "
+                            f"{self.attack_facts})")
         parse_schemes(self.quant_schemes)
+        GCGConfig(suffix_length=self.suffix_length, top_k=self.gcg_top_k, candidates=self.gcg_candidates,
+                  steps=self.gcg_steps)
+        EmbedAttackConfig(steps=self.embed_steps)
         FinetuneConfig(self.relearn_steps, self.relearn_lr)
         FinetuneConfig(self.capacity_steps, self.relearn_lr)
 
@@ -243,8 +258,63 @@ def run_capacity(cfg, models, data, judge, clean) -> dict:
             "tests": {f"capacity lost vs {baseline}": lost}, "data": str(path), **results}
 
 
+def attack_sample(records: list[dict], count: int, seed: int) -> np.ndarray:
+    """Indices of ``count`` forget records, one per fact, seeded."""
+    first = {}
+    for i, r in enumerate(records):
+        first.setdefault(fact_key(r), i)
+    picks = np.array(list(first.values()))
+    return np.sort(np.random.default_rng(seed).permutation(picks)[: min(count, len(picks))])
+
+
+def run_adversarial(cfg, models, data, judge, clean, attack_one) -> dict:
+    """Per-fact attacks on a sample of forget facts, and one universal suffix fitted on the first half of
+    them and tested on the second; ``attack_one(lm, batch) -> success [P]``."""
+    picked = attack_sample(data.forget_records, cfg.attack_facts, cfg.seed)
+    records = [data.forget_records[i] for i in picked]
+    fit, test = records[: len(records) // 2], records[len(records) // 2:]
+    results, settings = {}, {"per-fact": {}, "universal (held-out facts)": {}}
+    def batch(lm, rs):
+        return build_attack_batch(lm.tokenizer, [r["prompt"] for r in rs], [r["answer"] for r in rs],
+                                  cfg.suffix_length, lm.config.max_position_embeddings)
+
+    for role, lm in models.items():
+        per_fact = [bool(attack_one(lm, batch(lm, [r]))[0]) for r in records]
+        universal = attack_one(lm, batch(lm, fit), held_out=batch(lm, test))
+        settings["per-fact"][role] = per_fact
+        settings["universal (held-out facts)"][role] = [False] * len(fit) + list(universal)
+        results[role] = {"per_fact_success": float(np.mean(per_fact)),
+                         "universal_heldout_success": float(np.mean(universal)),
+                         "clean": float(np.mean([clean[role]["forget_correct"][i] for i in picked]))}
+    clean_picked = {role: [clean[role]["forget_correct"][i] for i in picked] for role in models}
+    return {**judge.probe_verdict(clean_picked, settings), **results, "facts": len(records)}
+
+
+def run_gcg(cfg, models, data, judge, clean) -> dict:
+    gcfg = GCGConfig(suffix_length=cfg.suffix_length, top_k=cfg.gcg_top_k, candidates=cfg.gcg_candidates,
+                     steps=cfg.gcg_steps, seed=cfg.seed)
+
+    def attack_one(lm, attack, held_out=None):
+        result = gcg(lm.params, lm.config, lm.tokenizer, attack, gcfg)
+        if held_out is None:
+            return result["success"]
+        return np.asarray(suffix_success(lm.params, lm.config, held_out, jnp.asarray(result["suffix"]))).tolist()
+
+    return run_adversarial(cfg, models, data, judge, clean, attack_one)
+
+
+def run_embed(cfg, models, data, judge, clean) -> dict:
+    ecfg = EmbedAttackConfig(steps=cfg.embed_steps)
+
+    def attack_one(lm, attack, held_out=None):
+        result = embed_attack(lm.params, lm.config, lm.tokenizer, attack, ecfg, held_out=held_out)
+        return result["success"] if held_out is None else result["held_out_success"]
+
+    return run_adversarial(cfg, models, data, judge, clean, attack_one)
+
+
 RUNNERS: dict[str, Callable] = {"quant": run_quant, "prune": run_prune, "relearn": run_relearn, "probe": run_probe,
-                                "capacity": run_capacity}
+                                "capacity": run_capacity, "gcg": run_gcg, "embed": run_embed}
 
 
 def _clean_hits(clean: dict[str, dict]) -> dict[str, list]:
