@@ -15,15 +15,67 @@ from unlearn_jax.errors import UserError
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line naming the problem (argparse prints the whole usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return common
 
 
+def _unlearn_options(u) -> None:
+    """Options shared by `unlearn` and `sequential` (all but the model and the forget data)."""
+    u("--retain", help="retain data (same formats); required unless the method has no retain term or --alpha 0")
+    u("--method", help="ga | graddiff | npo | simnpo | rmu | idk | dpo")
+    u("--out", help="run directory to write")
+    u("--config", help="YAML file of these options (dashes or underscores); flags given here override it")
+    u("--field-map", help="map other schemas' fields, e.g. prompt=question,answer=answer, or a preset: tofu, muse")
+    u("--steps", type=int, help="update steps (default: the method's, 20-160)")
+    u("--lr", type=float, help="peak learning rate (default: the method's, 5e-4 to 1e-2)")
+    u("--optimizer", choices=("adamw", "sgd"), help="optimizer (default adamw)")
+    u("--warmup-steps", type=int, help="linear warmup steps, then constant (default 0)")
+    u("--batch-size", type=int, help="records per forget batch and per retain batch (default 32)")
+    u("--max-grad-norm", type=float, help="global-norm gradient clipping; 0 = off (default 1.0)")
+    u("--beta", type=float, help="inverse temperature of npo/dpo (default 0.1) and simnpo (default 4.5)")
+    u("--alpha", type=float, help="retain weight (default: the method's, 5; rmu 10; ga has no retain term)")
+    u("--gamma", type=float, help="forget weight (default 1)")
+    u("--margin", type=float, help="simnpo's margin gamma_s (default 0)")
+    u("--retain-loss", choices=("nll", "kl"), help="retain term: nll, or kl = KL(ref||model) (default nll)")
+    u("--rmu-layer", type=int, help="rmu: the steered decoder layer (default: the middle layer)")
+    u("--rmu-coeff", type=float,
+      help="rmu: norm c of the control vector (default: 2x the mean norm of that layer's output on forget)")
+    u("--trainable", help="regex over parameter paths like layers_3/mlp/down_proj/kernel; only matches train "
+                          "(default: all; rmu: the MLP down-projections of the 3 layers up to --rmu-layer)")
+    u("--select", choices=("minkpp", "mink", "mink_k04", "minkpp_k04", "loss", "zlib", "exact_match", "correct"),
+      help="selective unlearning: score the forget set with the model first (k = 0.2) and drop the --drop "
+           "fraction least memorized by this score; forgetting is still measured on the whole set")
+    u("--drop", type=float, help="fraction of the forget set to drop with --select, in [0, 1) (default 0)")
+    u("--curriculum", choices=("none", "confidence", "reverse"),
+      help="forget-set order: none (uniform shuffle), confidence (most memorized first, by --select or minkpp; "
+           "each of --stages stages adds the next slice), reverse (least memorized first, the control)")
+    u("--stages", type=int, help="curriculum stages, each with an equal share of --steps (default 1)")
+    u("--rescore", action="store_const", const=True,
+      help="curriculum: re-score the forget set with the model being unlearned at every stage boundary")
+    u("--mesh", help="device mesh, e.g. data=2,fsdp=4 (default: all devices on data)")
+    u("--seed", type=int, help="random seed: data order and rmu's control vector (default 0)")
+    u("--no-shuffle", dest="shuffle", action="store_const", const=False, help="keep the data order")
+    u("--stop-when", help="stop early, e.g. forget_acc<=0.1 (forget_acc|forget_nll|retain_acc|retain_nll), "
+                          "checked every --eval-every steps (default 10 when set)")
+    u("--eval-every", type=int, help="evaluate forget/retain every N steps (default 0 = only at the end)")
+    u("--checkpoint-every", type=int, help="orbax checkpoint every N steps (default: only at the end)")
+    u("--log-every", type=int, help="write a metrics.jsonl line every N steps (default 10)")
+    u("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    u("--force", action="store_true", help="replace --out when the new run succeeds")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="unlearn-jax",
         description="Machine unlearning for foundation models in JAX, with audits that expose fake unlearning.",
     )
@@ -76,48 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     u = unlearn.add_argument
     u("--model", help="model directory, run directory, or hub id (online)")
     u("--forget", help="forget data: .jsonl/.json/.csv/.parquet file or hf:NAME[:CONFIG][:SPLIT]")
-    u("--retain", help="retain data (same formats); required unless the method has no retain term or --alpha 0")
-    u("--method", help="ga | graddiff | npo | simnpo | rmu | idk | dpo")
-    u("--out", help="run directory to write")
-    u("--config", help="YAML file of these options (dashes or underscores); flags given here override it")
-    u("--field-map", help="map other schemas' fields, e.g. prompt=question,answer=answer, or a preset: tofu, muse")
-    u("--steps", type=int, help="update steps (default: the method's, 20-160)")
-    u("--lr", type=float, help="peak learning rate (default: the method's, 5e-4 to 1e-2)")
-    u("--optimizer", choices=("adamw", "sgd"), help="optimizer (default adamw)")
-    u("--warmup-steps", type=int, help="linear warmup steps, then constant (default 0)")
-    u("--batch-size", type=int, help="records per forget batch and per retain batch (default 32)")
-    u("--max-grad-norm", type=float, help="global-norm gradient clipping; 0 = off (default 1.0)")
-    u("--beta", type=float, help="inverse temperature of npo/dpo (default 0.1) and simnpo (default 4.5)")
-    u("--alpha", type=float, help="retain weight (default: the method's, 5; rmu 10; ga has no retain term)")
-    u("--gamma", type=float, help="forget weight (default 1)")
-    u("--margin", type=float, help="simnpo's margin gamma_s (default 0)")
-    u("--retain-loss", choices=("nll", "kl"), help="retain term: nll, or kl = KL(ref||model) (default nll)")
-    u("--rmu-layer", type=int, help="rmu: the steered decoder layer (default: the middle layer)")
-    u("--rmu-coeff", type=float,
-      help="rmu: norm c of the control vector (default: 2x the mean norm of that layer's output on forget)")
-    u("--trainable", help="regex over parameter paths like layers_3/mlp/down_proj/kernel; only matches train "
-                          "(default: all; rmu: the MLP down-projections of the 3 layers up to --rmu-layer)")
-    u("--select", choices=("minkpp", "mink", "mink_k04", "minkpp_k04", "loss", "zlib", "exact_match", "correct"),
-      help="selective unlearning: score the forget set with the model first (k = 0.2) and drop the --drop "
-           "fraction least memorized by this score; forgetting is still measured on the whole set")
-    u("--drop", type=float, help="fraction of the forget set to drop with --select, in [0, 1) (default 0)")
-    u("--curriculum", choices=("none", "confidence", "reverse"),
-      help="forget-set order: none (uniform shuffle), confidence (most memorized first, by --select or minkpp; "
-           "each of --stages stages adds the next slice), reverse (least memorized first, the control)")
-    u("--stages", type=int, help="curriculum stages, each with an equal share of --steps (default 1)")
-    u("--rescore", action="store_const", const=True,
-      help="curriculum: re-score the forget set with the model being unlearned at every stage boundary")
-    u("--mesh", help="device mesh, e.g. data=2,fsdp=4 (default: all devices on data)")
-    u("--seed", type=int, help="random seed: data order and rmu's control vector (default 0)")
-    u("--no-shuffle", dest="shuffle", action="store_const", const=False, help="keep the data order")
-    u("--stop-when", help="stop early, e.g. forget_acc<=0.1 (forget_acc|forget_nll|retain_acc|retain_nll), "
-                          "checked every --eval-every steps (default 10 when set)")
-    u("--eval-every", type=int, help="evaluate forget/retain every N steps (default 0 = only at the end)")
-    u("--checkpoint-every", type=int, help="orbax checkpoint every N steps (default: only at the end)")
-    u("--log-every", type=int, help="write a metrics.jsonl line every N steps (default 10)")
-    u("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    u("--force", action="store_true", help="replace --out when the new run succeeds")
+    _unlearn_options(u)
     unlearn.set_defaults(run=_unlearn)
+
+    sequential = sub.add_parser("sequential", parents=[common], help="unlearn forget requests one after another",
+                                description="Apply forget requests in order, each from the previous result, and "
+                                            "measure forget accuracy on every request after each one (rebound). "
+                                            "Takes every `unlearn` option; writes request_K/ runs, "
+                                            "sequential.json, heatmap.png and report.md.")
+    q = sequential.add_argument
+    q("--model", help="the model to start from (model directory, run directory, or hub id)")
+    q("--requests", nargs="+", metavar="DATA", help="forget data files, in the order the requests arrive")
+    q("--retrained", nargs="+", metavar="MODEL",
+      help="optional gold models, one per prefix of requests (gold K never saw requests 1..K)")
+    _unlearn_options(q)
+    sequential.set_defaults(run=_sequential)
 
     score = sub.add_parser("score", parents=[common], help="per-record memorization scores as JSONL",
                            description="Score every record with one forward pass per batch: mean target NLL "
@@ -208,6 +233,22 @@ def _unlearn(args) -> None:
         cli["eval_every"] = 10
     cfg = build_config(UnlearnConfig, cli, args.config)
     unlearn(cfg, resume=args.resume, force=args.force, quiet=args.quiet)
+
+
+def _sequential(args) -> None:
+    from unlearn_jax.config import UnlearnConfig, build_config
+    from unlearn_jax.runs.sequential import sequential
+
+    if not args.requests:
+        raise UserError("--requests: give at least one forget data file")
+    cli = {k: v for k, v in vars(args).items() if k not in ("run", "command", "config", "quiet", "debug", "resume",
+                                                            "force", "requests", "retrained")}
+    cli["forget"] = args.requests[0]
+    if args.stop_when and not args.eval_every:
+        cli["eval_every"] = 10
+    cfg = build_config(UnlearnConfig, cli, args.config)
+    sequential(cfg, list(args.requests), cfg.out, retrained=args.retrained, resume=args.resume, force=args.force,
+               quiet=args.quiet)
 
 
 def _score(args) -> None:

@@ -40,3 +40,20 @@ def grouped_bars(path: Path, groups: Sequence[str], series: Mapping[str, Sequenc
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def heatmap(path: Path, matrix, *, row_labels: Sequence[str], col_labels: Sequence[str], title: str,
+            vmin: float | None = None, vmax: float | None = None) -> None:
+    matrix = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 * len(col_labels) + 2.5, 0.5 * len(row_labels) + 1.5))
+    image = ax.imshow(matrix, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(col_labels)), col_labels, fontsize=8)
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                color="white" if value < (vmax or matrix.max()) / 2 else "black")
+    fig.colorbar(image, ax=ax)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
