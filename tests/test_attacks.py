@@ -18,6 +18,7 @@ from unlearn_jax.audit.gcg import (
     build_attack_batch,
     candidate_losses,
     gcg,
+    reference_hidden,
     retokenizes,
     token_gradients,
 )
@@ -143,3 +144,27 @@ def test_bad_attack_inputs(world_model):
         GCGConfig(candidates=0)
     with pytest.raises(UserError, match="loss 'nll'"):
         GCGConfig(loss="nll")
+
+
+def test_representation_loss_is_the_hidden_state_distance(hf_and_ours):
+    _, lm = hf_and_ours
+    attack = _manual_batch()
+    cfg = GCGConfig(suffix_length=4, loss="representation", layer=0)
+    ref = reference_hidden(lm.params, lm.config, attack, layer=0)
+    # the reference: layer-0 output at the last prompt token of the prompt alone
+    rows = []
+    for row in range(2):
+        end = int(attack.suffix_positions[row, 0])
+        alone = llama.apply(lm.params, lm.config, jnp.asarray(attack.input_ids[row:row + 1, :end]),
+                            hidden_layers=(0,), return_logits=False).hidden[0]
+        rows.append(np.asarray(alone[0, -1]))
+    np.testing.assert_allclose(np.asarray(ref), np.stack(rows), rtol=1e-4, atol=1e-5)
+    suffix = jnp.asarray([[5, 9, 11, 40]])
+    loss = float(candidate_losses(lm.params, lm.config, attack, cfg, suffix, ref)[0])
+    full = attack.with_suffixes(suffix)
+    hidden = llama.apply(lm.params, lm.config, full["input_ids"], full["attention_mask"], hidden_layers=(0,),
+                         return_logits=False).hidden[0]
+    at = np.asarray(hidden)[np.arange(2), attack.answer_positions]
+    assert loss == pytest.approx(float(np.mean((at - np.asarray(ref)) ** 2, axis=-1).mean()), rel=1e-4)
+    grad_loss, grad = token_gradients(lm.params, lm.config, attack, cfg, suffix[0], ref)
+    assert float(grad_loss) == pytest.approx(loss, rel=1e-4) and np.isfinite(np.asarray(grad)).all()

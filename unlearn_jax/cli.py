@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--gcg-steps", type=int, default=40, help="gcg: optimisation steps per attack (default 40)")
     a("--gcg-candidates", type=int, default=128, help="gcg: single-token swaps scored per step in one batch")
     a("--gcg-top-k", type=int, default=256, help="gcg: candidate tokens per suffix position (default 256)")
+    a("--gcg-loss", choices=("target", "representation"), default="target",
+      help="gcg: target = the answer's NLL; representation = distance to the original model's hidden state "
+           "on the plain prompt (Lucki et al. 2024)")
     a("--embed-steps", type=int, default=100, help="embed: Adam steps on the soft suffix (default 100)")
     a("--seed", type=int, default=0, help="seed of splits, samples, fine-tuning and the bootstrap (default 0)")
     a("--field-map", help="map other schemas' fields, e.g. prompt=question,answer=answer, or a preset")
@@ -270,7 +273,8 @@ def _audit(args) -> None:
                       capacity_steps=parse_ints(args.capacity_steps, "--capacity-steps"),
                       capacity_target=args.capacity_target, max_retain=args.max_retain,
                       attack_facts=args.attack_facts, suffix_length=args.suffix_length, gcg_steps=args.gcg_steps,
-                      gcg_candidates=args.gcg_candidates, gcg_top_k=args.gcg_top_k, embed_steps=args.embed_steps,
+                      gcg_candidates=args.gcg_candidates, gcg_top_k=args.gcg_top_k, gcg_loss=args.gcg_loss,
+                      embed_steps=args.embed_steps,
                       seed=args.seed, field_map=args.field_map)
     audit(cfg, force=args.force, quiet=args.quiet)
 

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 MODEL_COLOURS = {"model": "tab:red", "original": "tab:grey", "retrained": "tab:blue"}
 
@@ -20,6 +21,7 @@ def lines(path: Path, series: Mapping[str, tuple[Sequence[float], Sequence[float
     for name, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o", label=name, **(styles or {}).get(name, {}))
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

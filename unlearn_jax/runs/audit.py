@@ -23,7 +23,7 @@ from unlearn_jax.audit import verdict as verdicts
 from unlearn_jax.audit.capacity import DEFAULT_CHECKPOINTS as CAPACITY_CHECKPOINTS
 from unlearn_jax.audit.capacity import DEFAULT_TARGET, capacity
 from unlearn_jax.audit.embed_attack import EmbedAttackConfig, embed_attack
-from unlearn_jax.audit.gcg import GCGConfig, build_attack_batch, gcg, suffix_success
+from unlearn_jax.audit.gcg import GCGConfig, build_attack_batch, gcg, reference_hidden, suffix_success
 from unlearn_jax.audit.probe import layer_features, probe_groups, probe_layers
 from unlearn_jax.audit.prune import DEFAULT_SPARSITIES, input_feature_norms, magnitude_prune, wanda_prune
 from unlearn_jax.audit.quantize import DEFAULT_SCHEMES, changed_code_fraction, fake_quantize, parse_schemes
@@ -61,6 +61,7 @@ class AuditConfig:
     gcg_steps: int = 40
     gcg_candidates: int = 128
     gcg_top_k: int = 256
+    gcg_loss: str = "target"
     embed_steps: int = 100
     seed: int = 0
     field_map: str | None = None
@@ -83,7 +84,7 @@ class AuditConfig:
                             f"{self.attack_facts})")
         parse_schemes(self.quant_schemes)
         GCGConfig(suffix_length=self.suffix_length, top_k=self.gcg_top_k, candidates=self.gcg_candidates,
-                  steps=self.gcg_steps)
+                  steps=self.gcg_steps, loss=self.gcg_loss)
         EmbedAttackConfig(steps=self.embed_steps)
         FinetuneConfig(self.relearn_steps, self.relearn_lr)
         FinetuneConfig(self.capacity_steps, self.relearn_lr)
@@ -292,10 +293,14 @@ def run_adversarial(cfg, models, data, judge, clean, attack_one) -> dict:
 
 def run_gcg(cfg, models, data, judge, clean) -> dict:
     gcfg = GCGConfig(suffix_length=cfg.suffix_length, top_k=cfg.gcg_top_k, candidates=cfg.gcg_candidates,
-                     steps=cfg.gcg_steps, seed=cfg.seed)
+                     steps=cfg.gcg_steps, seed=cfg.seed, loss=cfg.gcg_loss)
+    original = models["original"]
 
     def attack_one(lm, attack, held_out=None):
-        result = gcg(lm.params, lm.config, lm.tokenizer, attack, gcfg)
+        # representation loss: pull the attacked model's state towards the original's on the same prompts
+        ref = reference_hidden(original.params, original.config, attack, gcfg.layer) \
+            if gcfg.loss == "representation" else None
+        result = gcg(lm.params, lm.config, lm.tokenizer, attack, gcfg, ref_hidden=ref)
         if held_out is None:
             return result["success"]
         return np.asarray(suffix_success(lm.params, lm.config, held_out, jnp.asarray(result["suffix"]))).tolist()
