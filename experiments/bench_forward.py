@@ -26,6 +26,17 @@ CONFIGS = {
 }
 
 
+def interleaved_medians(jax_fn, torch_fn, repeats: int) -> tuple[float, float]:
+    """Median seconds of each function, timed alternately so a neighbour's load hits both alike."""
+    jax_times, torch_times = [], []
+    for _ in range(repeats):
+        for fn, times in ((jax_fn, jax_times), (torch_fn, torch_times)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(jax_times), statistics.median(torch_times)
+
+
 def bench(name: str, batch: int, seq: int, repeats: int) -> dict:
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**CONFIGS[name])).eval()
@@ -36,16 +47,11 @@ def bench(name: str, batch: int, seq: int, repeats: int) -> dict:
     ids_t = torch.tensor(ids)
     jax_ids = jax.numpy.asarray(ids)
     lm.logits(jax_ids).block_until_ready()
-    jax_times, torch_times = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        lm.logits(jax_ids).block_until_ready()
-        jax_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
+    def torch_forward():
         with torch.no_grad():
             model(input_ids=ids_t)
-        torch_times.append(time.perf_counter() - start)
-    jt, tt = statistics.median(jax_times), statistics.median(torch_times)
+
+    jt, tt = interleaved_medians(lambda: lm.logits(jax_ids).block_until_ready(), torch_forward, repeats)
     tokens = batch * seq
     return {"config": name, "batch": batch, "seq": seq, "jax_tokens_per_s": round(tokens / jt),
             "torch_tokens_per_s": round(tokens / tt), "ratio": round(jt / tt, 3)}

@@ -9,16 +9,14 @@ repeats, median time.
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 
 import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
 
-from experiments.bench_forward import CONFIGS
+from experiments.bench_forward import CONFIGS, interleaved_medians
 from unlearn_jax import load_model
 from unlearn_jax.audit.gcg import AttackBatch, GCGConfig, candidate_losses
 
@@ -60,15 +58,9 @@ def bench(name: str, candidates: int, repeats: int, chunk: int) -> dict:
 
     ours = np.asarray(candidate_losses(lm.params, lm.config, attack, cfg, jax_suffixes, zeros))
     np.testing.assert_allclose(ours, torch_losses().numpy(), rtol=2e-3, atol=2e-4)  # the same computation
-    jax_times, torch_times = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        candidate_losses(lm.params, lm.config, attack, cfg, jax_suffixes, zeros).block_until_ready()
-        jax_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        torch_losses()
-        torch_times.append(time.perf_counter() - start)
-    jt, tt = statistics.median(jax_times), statistics.median(torch_times)
+    jt, tt = interleaved_medians(
+        lambda: candidate_losses(lm.params, lm.config, attack, cfg, jax_suffixes, zeros).block_until_ready(),
+        torch_losses, repeats)
     return {"config": name, "candidates": candidates, "seq": seq, "jax_candidates_per_s": round(candidates / jt),
             "torch_candidates_per_s": round(candidates / tt), "ratio": round(jt / tt, 3)}
 
