@@ -1,0 +1,72 @@
+"""Evaluation metrics against hand-computed cases: truth ratio, truth score, KS forget quality, ROUGE-L,
+harmonic mean, AUC and PrivLeak's sign; greedy generation against the teacher-forced correctness."""
+
+import math
+
+import numpy as np
+import pytest
+
+from unlearn_jax import UserError, load_model
+from unlearn_jax.data.records import load_records
+from unlearn_jax.data.tokenize import encode_records
+from unlearn_jax.evaluation import knowledge
+from unlearn_jax.evaluation.generate import greedy_answers
+from unlearn_jax.evaluation.mia import auc, mia_aucs, priv_leak
+
+
+def test_truth_ratio_from_its_definition(monkeypatch):
+    records = [{"id": "a", "prompt": "q", "answer": "x", "paraphrased_answer": "p", "perturbed_answers": ["u", "v"]},
+               {"id": "b", "prompt": "q", "answer": "y", "paraphrased_answer": "p", "perturbed_answers": ["w"]}]
+    nll = {"p": 0.5, "u": 1.0, "v": 2.0, "w": 0.25}  # mean token NLL of each answer text
+
+    def fake_nll(params, config, tokenizer, recs, answer_field="answer"):
+        return np.array([nll[r[answer_field]] for r in recs])
+
+    monkeypatch.setattr(knowledge, "mean_answer_nll", fake_nll)
+    ratios = knowledge.truth_ratios(None, None, None, records)
+    # R = P̄_pert / P_para, P = exp(−NLL), P̄ the geometric mean over perturbed answers
+    p_para = math.exp(-0.5)
+    expected = [math.sqrt(math.exp(-1.0) * math.exp(-2.0)) / p_para, math.exp(-0.25) / p_para]
+    np.testing.assert_allclose(ratios, expected, rtol=1e-12)
+    assert knowledge.truth_score(ratios) == pytest.approx(np.mean([max(0, 1 - r) for r in expected]))
+    with pytest.raises(UserError, match="record c has no paraphrased_answer"):
+        knowledge.truth_ratios(None, None, None, [{"id": "c", "prompt": "q", "answer": "x"}])
+
+
+def test_forget_quality_is_the_ks_p_value():
+    # identical samples: p = 1; fully separated samples of 3 and 3: exact p = 2 / C(6, 3) = 0.1
+    assert knowledge.forget_quality([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]) == pytest.approx(1.0)
+    assert knowledge.forget_quality([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(0.1)
+
+
+def test_rouge_l_and_harmonic_mean():
+    scores = knowledge.rouge_l(["the city of Brenmoor", "nothing"], ["Brenmoor", "the red house"])
+    assert scores["recall"].tolist() == [1.0, 0.0]
+    assert scores["f1"][0] == pytest.approx(2 * 0.25 * 1.0 / 1.25)  # LCS 1, precision 1/4, recall 1
+    assert knowledge.harmonic_mean([0.5, 1.0]) == pytest.approx(2 / 3)
+    assert knowledge.harmonic_mean([0.5, 0.0]) == 0.0
+
+
+def test_auc_and_priv_leak_sign():
+    # pairs (member, non-member): 3>1, 3>2.5, 2>1, 2<2.5 -> 3 of 4
+    assert auc([3.0, 2.0], [1.0, 2.5]) == pytest.approx(0.75)
+    assert priv_leak(0.8, 0.5) == pytest.approx(0.6)  # forget set still looks trained on: under-unlearning
+    assert priv_leak(0.3, 0.5) == pytest.approx(-0.4)  # looks less seen than unseen data: over-unlearning
+
+
+def test_greedy_generation_agrees_with_teacher_forced_correctness(base_run, world_dir):
+    lm = load_model(base_run)
+    records = load_records(str(world_dir / "forget.jsonl"))[:12] + load_records(str(world_dir / "holdout.jsonl"))[:12]
+    generated = greedy_answers(lm.params, lm.config, lm.tokenizer, records, batch_size=5)
+    stats = knowledge.record_stats(lm.params, lm.config, encode_records(records, lm.tokenizer))
+    assert [g == r["answer"] for g, r in zip(generated, records, strict=True)] == stats["correct"].tolist()
+
+
+def test_mia_separates_trained_from_unseen(base_run, world_dir):
+    lm = load_model(base_run)
+    members = load_records(str(world_dir / "forget.jsonl"))[:40]
+    nonmembers = load_records(str(world_dir / "holdout.jsonl"))[:40]
+    aucs = mia_aucs(lm.params, lm.config, lm.tokenizer, members, nonmembers)
+    assert set(aucs) == {"loss", "zlib", "mink", "minkpp"} and aucs["loss"] > 0.9
+    swapped = mia_aucs(lm.params, lm.config, lm.tokenizer, nonmembers, members)
+    assert swapped["loss"] == pytest.approx(1 - aucs["loss"])
