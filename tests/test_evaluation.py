@@ -70,3 +70,42 @@ def test_mia_separates_trained_from_unseen(base_run, world_dir):
     assert set(aucs) == {"loss", "zlib", "mink", "minkpp"} and aucs["loss"] > 0.9
     swapped = mia_aucs(lm.params, lm.config, lm.tokenizer, nonmembers, members)
     assert swapped["loss"] == pytest.approx(1 - aucs["loss"])
+
+
+def test_eval_command_on_the_world(base_run, gold_run, world_dir, tmp_path):
+    import json
+
+    from unlearn_jax.cli import main
+
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(gold_run), "--world", str(world_dir), "--retrained", str(gold_run),
+                 "--out", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    knowledge_ = result["knowledge"]
+    assert set(knowledge_) >= {"forget", "retain", "neighbours", "holdout", "model_utility", "forget_quality"}
+    assert knowledge_["forget_quality"] == pytest.approx(1.0)  # the gold model against itself
+    assert knowledge_["retain"]["acc"] >= 0.95 and knowledge_["forget"]["acc"] <= 0.15
+    for split in ("forget", "retain", "neighbours", "holdout"):
+        for key in ("acc", "prob", "rouge_l_recall", "rouge_l_f1", "truth", "paraphrase_acc"):
+            assert 0 <= knowledge_[split][key] <= 1, (split, key)
+    assert 0 < knowledge_["model_utility"] <= 1
+    assert result["mia"]["priv_leak"] == {a: 0.0 for a in ("loss", "zlib", "mink", "minkpp")}
+
+    assert main(["eval", "--model", str(base_run), "--world", str(world_dir), "--retrained", str(gold_run),
+                 "--out", str(out), "--force", "--suite", "mia", "--quiet"]) == 0
+    leak = json.loads(out.read_text())["mia"]["priv_leak"]
+    assert leak["loss"] > 0.2  # the base model still holds the forget set: under-unlearning
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--suite", "abilities,bogus"], "--suite: unknown suite 'abilities'"),
+    (["--suite", "knowledge"], "eval needs --world DIR"),
+    (["--suite", "mia", "--data", "x.jsonl"], "--suite mia needs --world DIR"),
+])
+def test_eval_bad_inputs(base_run, tmp_path, capsys, args, message):
+    from unlearn_jax.cli import main
+
+    assert main(["eval", "--model", str(base_run), "--out", str(tmp_path / "e.json"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e.json").exists()

@@ -195,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     a("--force", action="store_true", help="replace --out when the audit succeeds")
     audit.set_defaults(run=_audit)
 
+    evaluation = sub.add_parser("eval", parents=[common], help="knowledge metrics and membership inference",
+                                description="Evaluate a model: per-split knowledge (accuracy, answer probability, "
+                                            "ROUGE-L, truth ratio, paraphrase accuracy, model utility, forget "
+                                            "quality vs the gold model) and MIA (AUC, PrivLeak). Writes one JSON.")
+    e = evaluation.add_argument
+    e("--model", required=True, help="model directory, run directory, or hub id (online)")
+    e("--out", required=True, help="output .json file")
+    e("--world", help="world directory: evaluates its forget, retain, neighbours and holdout splits")
+    e("--data", help="a QA data file to evaluate (knowledge suite)")
+    e("--retrained", help="the gold model (trained without the forget data): forget quality and PrivLeak")
+    e("--suite", default="knowledge,mia", help="comma-separated: knowledge, mia (default both)")
+    e("--field-map", help="map other schemas' fields for --data, e.g. prompt=question,answer=answer")
+    e("--force", action="store_true", help="replace --out if it exists")
+    evaluation.set_defaults(run=_eval)
+
     export = sub.add_parser("export", parents=[common], help="re-save a model or run as a Hugging Face directory",
                             description="Re-save a model directory or a run's model/ as a Hugging Face model "
                                         "directory (e.g. to change the dtype or shard the weights).")
@@ -277,6 +292,13 @@ def _audit(args) -> None:
                       embed_steps=args.embed_steps,
                       seed=args.seed, field_map=args.field_map)
     audit(cfg, force=args.force, quiet=args.quiet)
+
+
+def _eval(args) -> None:
+    from unlearn_jax.runs.evaluate import evaluate
+
+    evaluate(args.model, args.out, world=args.world, data=args.data, retrained=args.retrained, suites=args.suite,
+             field_map=args.field_map, force=args.force, quiet=args.quiet)
 
 
 def _export(args) -> None:
