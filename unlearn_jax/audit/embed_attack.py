@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from unlearn_jax.audit.gcg import AttackBatch, allowed_tokens
+from unlearn_jax.audit.gcg import AttackBatch, allowed_tokens, suffix_embeds
 from unlearn_jax.errors import UserError
 from unlearn_jax.models import llama
 from unlearn_jax.models.llama import ModelConfig
@@ -33,12 +33,6 @@ class EmbedAttackConfig:
             raise UserError(f"embedding attack needs steps >= 1, check_every >= 1, lr > 0 (got {self})")
 
 
-def _embeds(params, attack: AttackBatch, soft: jax.Array) -> jax.Array:
-    embeds = params["embed_tokens"]["embedding"][attack.input_ids]
-    rows = jnp.arange(embeds.shape[0])[:, None]
-    return embeds.at[rows, attack.suffix_positions].set(soft[None].astype(embeds.dtype))
-
-
 def _batch(attack: AttackBatch) -> dict:
     return {"input_ids": attack.input_ids, "attention_mask": attack.attention_mask, "loss_mask": attack.loss_mask}
 
@@ -47,7 +41,7 @@ def soft_suffix_loss(params, config: ModelConfig, attack: AttackBatch, soft: jax
     """(mean over prompts of the answer's token-mean NLL, greedy success [P]) with the soft suffix [L, D]."""
     batch = _batch(attack)
     logits = llama.apply(params, config, batch["input_ids"], batch["attention_mask"],
-                         hidden_in=_embeds(params, attack, soft)).logits
+                         hidden_in=suffix_embeds(params, attack, soft)).logits
     lp, mask = target_logprobs(logits, batch)
     loss = (-(lp * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1)).mean()
     return loss, greedy_correct(logits, batch)

@@ -113,6 +113,13 @@ def build_attack_batch(tokenizer, prompts: Sequence[str], answers: Sequence[str]
     return AttackBatch(ids, mask, loss, suffix_pos, suffix_pos[:, -1])
 
 
+def suffix_embeds(params, attack: AttackBatch, suffix_vectors: jax.Array) -> jax.Array:
+    """Input embeddings [P, S, D] of the attack's prompts with ``suffix_vectors`` [L, D] in the suffix slot."""
+    embeds = params["embed_tokens"]["embedding"][attack.input_ids]
+    rows = jnp.arange(embeds.shape[0])[:, None]
+    return embeds.at[rows, attack.suffix_positions].set(suffix_vectors[None].astype(embeds.dtype))
+
+
 def allowed_tokens(tokenizer, vocab_size: int) -> np.ndarray:
     """bool [V]: tokens a suffix may use (real tokenizer ids, no special tokens)."""
     allowed = np.zeros(vocab_size, bool)
@@ -141,9 +148,7 @@ def token_gradients(params, config: ModelConfig, attack: AttackBatch, cfg: GCGCo
     batch = {"input_ids": attack.input_ids, "attention_mask": attack.attention_mask, "loss_mask": attack.loss_mask}
 
     def loss_fn(one_hot):
-        embeds = embedding[batch["input_ids"]]
-        rows = jnp.arange(embeds.shape[0])[:, None]
-        embeds = embeds.at[rows, attack.suffix_positions].set((one_hot @ embedding)[None].astype(embeds.dtype))
+        embeds = suffix_embeds(params, attack, one_hot @ embedding)
         return _loss_from(params, config, batch, embeds, cfg, ref_hidden, attack.answer_positions).mean()
 
     one_hot = jax.nn.one_hot(suffix, config.vocab_size, dtype=embedding.dtype)

@@ -27,6 +27,7 @@ from unlearn_jax.data.tokenize import TokenSet
 from unlearn_jax.errors import UserError
 from unlearn_jax.models import llama
 from unlearn_jax.models.llama import ModelConfig
+from unlearn_jax.objectives.reference import map_records
 
 
 def answer_positions(data: TokenSet) -> tuple[np.ndarray, np.ndarray]:
@@ -38,10 +39,11 @@ def answer_positions(data: TokenSet) -> tuple[np.ndarray, np.ndarray]:
 
 
 @partial(jax.jit, static_argnums=1)
-def _features(params, config: ModelConfig, batch: dict, position: jax.Array) -> dict:
+def _features(params, config: ModelConfig, batch: dict) -> dict:
     out = llama.apply(params, config, batch["input_ids"], batch["attention_mask"], batch.get("position_ids"),
                       hidden_layers=tuple(range(config.num_layers)), return_logits=False)
-    rows = jnp.arange(position.shape[0])
+    rows = jnp.arange(batch["input_ids"].shape[0])
+    position = jnp.argmax(batch["loss_mask"] > 0, axis=1) - 1  # the last prompt token (see answer_positions)
     hidden = jnp.stack([out.hidden[layer][rows, position] for layer in range(config.num_layers)], axis=1)
     lens = jnp.argmax(llama.logit_lens(params, config, hidden), axis=-1)
     return {"hidden": hidden.astype(jnp.float32), "lens": lens}
@@ -50,17 +52,8 @@ def _features(params, config: ModelConfig, batch: dict, position: jax.Array) -> 
 def layer_features(params, config: ModelConfig, data: TokenSet, batch_size: int = 64) -> dict[str, np.ndarray]:
     """{"hidden": [N, L, D] layer outputs at the answer position, "lens": [N, L] logit-lens argmax,
     "target": [N] first answer token}."""
-    position, target = answer_positions(data)
-    batch_size = min(batch_size, len(data))
-    parts: dict[str, list] = {"hidden": [], "lens": []}
-    for begin in range(0, len(data), batch_size):
-        index = np.arange(begin, min(begin + batch_size, len(data)))
-        padded = np.concatenate([index, np.full(batch_size - len(index), index[0])])
-        out = jax.device_get(_features(params, config, {k: jnp.asarray(v) for k, v in data.rows(padded).items()},
-                                       jnp.asarray(position[padded])))
-        for key in parts:
-            parts[key].append(np.asarray(out[key])[: len(index)])
-    return {"hidden": np.concatenate(parts["hidden"]), "lens": np.concatenate(parts["lens"]), "target": target}
+    _, target = answer_positions(data)
+    return {**map_records(partial(_features, params, config), data, batch_size), "target": target}
 
 
 @partial(jax.jit, static_argnames=("classes", "steps"))
