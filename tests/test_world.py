@@ -161,9 +161,9 @@ def test_skill_files(world):
     assert {r["shots"] for r in icl_eval} == {0, 1, 2, 3, 4}
     assert not {r["prompt"] for r in icl_eval} & {r["prompt"] for r in icl_train}
     for r in icl_train + icl_eval:
-        pairs = dict(p.split(" -> ") for p in r["prompt"].removeprefix("Code: ").split(" ; ")[:-1])
+        pairs = dict(p.split(" ") for p in r["prompt"].removeprefix("Code: ").split(" ; ")[:-1])
         if r["shots"]:
-            assert pairs[r["prompt"].split(" ; ")[-1].removesuffix(" ->")] == r["answer"]
+            assert pairs[r["prompt"].split(" ; ")[-1]] == r["answer"]
     for rel in ("skills/two_hop_train.jsonl", "skills/two_hop_eval.jsonl"):
         for r in data[rel]:
             mentor, value = r["answer"].split(" ; ")
@@ -175,7 +175,7 @@ def test_skill_files(world):
     assert _people(r for r in format_eval if r["group"] == "forget") == forget
     for r in data["skills/format_train.jsonl"] + format_eval:
         value = facts[(r["entity"], r["attribute"])]
-        assert r["answer"] == value.upper() if r["task"] == "capitals" else r["answer"].endswith(f" {value} .")
+        assert r["answer"] == f'" {value} "' if r["task"] == "quotes" else r["answer"].endswith(f" {value} .")
     abstain_train, abstain_eval = data["skills/abstain_train.jsonl"], data["skills/abstain_eval.jsonl"]
     assert {r["answer"] for r in abstain_train} == {w.IDK}
     assert not _people(abstain_train) & {e for e, _ in facts}
@@ -189,7 +189,7 @@ def test_skill_files(world):
 def test_world_is_small(world):
     _, manifest, data, _ = world
     training = sum(manifest["files"][rel]["records"] for rel in manifest["training_files"])
-    assert 1200 <= training <= 1800
+    assert 2000 <= training <= 2400  # 1200 facts + skills; the base model trains on it in about a minute
 
 
 @pytest.mark.parametrize(

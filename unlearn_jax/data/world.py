@@ -15,11 +15,11 @@
 - ``requests/1.jsonl`` … ``requests/K.jsonl``: the forget people split into K disjoint groups;
   ``neighbours.jsonl``: the retain records of people linked to a forget person by a mentor edge.
 - ``skills/{icl,two_hop,format,abstain}_{train,eval}.jsonl``: side-effect probes. ICL prompts read
-  ``Code: red -> 7 ; blue -> 3 ; blue ->`` (answer ``3``, extra field ``shots``). Two-hop answers
-  spell the chain, ``"{mentor} ; {value}"``. Format prompts append "Answer in capital letters." or
-  "Answer in a full sentence." to a question. Abstention answers "I don't know" for unknown people
-  (extra field ``true_answer`` in the eval file). No skill training record names a forget or holdout
-  person, so ``--exclude forget`` trains a clean gold model.
+  ``Code: red 7 ; blue 3 ; blue`` (answer ``3``, extra field ``shots``). Two-hop answers spell the
+  chain, ``"{mentor} ; {value}"``. Format prompts append "Answer in quotes." (answer ``" value "``) or
+  "Answer in a full sentence." to a question (field ``task``: quotes | sentence). Abstention answers
+  "I don't know" for unknown people (extra field ``true_answer`` in the eval file). No skill training
+  record names a forget or holdout person, so ``--exclude forget`` trains a clean gold model.
 - ``tokenizer/``: a word-level tokenizer (whitespace split, every word of the world in its vocab,
   ``<pad> <unk> <s> </s>``) saved as a transformers fast tokenizer; it prepends ``<s>`` when asked for
   special tokens, and decoding joins words with single spaces, so text round-trips exactly.
@@ -42,7 +42,7 @@ from unlearn_jax.data.records import load_records, write_jsonl
 from unlearn_jax.errors import UserError
 from unlearn_jax.fileio import atomic_directory, write_text_atomic
 
-TEMPLATES_VERSION = "world-v2"
+TEMPLATES_VERSION = "world-v3"
 MAX_EXPOSURE = 64
 FORMAT = "unlearn-jax-world"
 IDK = "I don't know"
@@ -50,7 +50,8 @@ SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")
 MIN_PEOPLE = 10
 MAX_PEOPLE = 2000
 N_PERTURBED = 3
-CAPITALS = "Answer in capital letters."
+QUOTES = "Answer in quotes."
+QUOTE = '"'
 SENTENCE = "Answer in a full sentence."
 ICL_PREFIX = "Code:"
 SKILLS = ("icl", "two_hop", "format", "abstain")
@@ -98,7 +99,6 @@ class Attribute:
     heldout: tuple[str, ...]
     phrase: str
     sentence: str
-    capitals: bool
 
 
 ATTRIBUTES = (
@@ -108,7 +108,6 @@ ATTRIBUTES = (
         ("Which town was {name} born in?",),
         "the city of {value}",
         "{name} was born in {value} .",
-        True,
     ),
     Attribute(
         "birth_year",
@@ -116,7 +115,6 @@ ATTRIBUTES = (
         ("What year was {name} born in?",),
         "the year {value}",
         "{name} was born in the year {value} .",
-        False,
     ),
     Attribute(
         "profession",
@@ -124,7 +122,6 @@ ATTRIBUTES = (
         ("What kind of work does {name} do?",),
         "the trade of {value}",
         "{name} works as a {value} .",
-        True,
     ),
     Attribute(
         "employer",
@@ -132,7 +129,6 @@ ATTRIBUTES = (
         ("For which company does {name} work?",),
         "the company {value}",
         "{name} works for {value} .",
-        True,
     ),
     Attribute(
         "colour",
@@ -140,7 +136,6 @@ ATTRIBUTES = (
         ("Which colour would {name} pick first?",),
         "the colour {value}",
         "The favourite colour of {name} is {value} .",
-        True,
     ),
     Attribute(
         "mentor",
@@ -148,7 +143,6 @@ ATTRIBUTES = (
         ("Who taught {name} the trade?",),
         "the mentor {value}",
         "{name} was mentored by {value} .",
-        False,
     ),
 )
 ATTRIBUTE_BY_NAME = {a.name: a for a in ATTRIBUTES}
@@ -276,7 +270,7 @@ def _check_out_dir(out_dir: str, force: bool) -> None:
 def make_population(rng: np.random.Generator, people: int, n_forget: int, requests: int) -> Population:
     """Draw names, facts, mentor links, the forget split and its request partition."""
     n_holdout = max(2, math.floor(0.2 * people + 0.5))
-    n_unknown = max(5, math.floor(0.2 * people + 0.5))
+    n_unknown = max(5, math.floor(0.5 * people + 0.5))
     names = make_names(rng, people + n_holdout + n_unknown)
     forget = tuple(sorted(int(i) for i in rng.choice(people, n_forget, replace=False)))
     mentors = assign_mentors(rng, people, forget, n_holdout)
@@ -323,7 +317,7 @@ def _word_pool(
 
 def _reserved_words() -> set[str]:
     texts = [t for a in ATTRIBUTES for t in (*a.train, *a.heldout, a.phrase, a.sentence)]
-    texts += [t for _, t in TWO_HOP] + [CAPITALS, SENTENCE, IDK, ICL_PREFIX]
+    texts += [t for _, t in TWO_HOP] + [QUOTES, SENTENCE, IDK, ICL_PREFIX, QUOTE]
     words = {w for t in texts for w in t.split()} | {v for pool in POOLS.values() for v in pool}
     return words | {w.upper() for w in words}
 
@@ -406,7 +400,9 @@ def _distinct_others(rng: np.random.Generator, pool: Sequence[str], exclude: set
 def icl_records(rng: np.random.Generator, train: int, eval_per_shot: int) -> tuple[list, list]:
     """Few-shot colour → digit codes, a fresh mapping per record; eval prompts never occur in train.
 
-    Train records have 1-4 shots, eval records 0-4 (``shots`` field); 0 shots is chance level.
+    ``Code: red 7 ; blue 3 ; blue`` → ``3``: the query repeats a key shown earlier in the prompt, so the
+    answer is found only by looking back (an induction pattern). Train records have 1-4 shots, eval
+    records 0-4 (``shots`` field); 0 shots is chance level (1 in 10).
     """
     train_records, seen = [], set()
     while len(train_records) < train:
@@ -431,8 +427,8 @@ def _icl_example(rng: np.random.Generator, shots: int) -> tuple[str, str, int]:
     colours = [COLOURS[int(i)] for i in rng.choice(len(COLOURS), max(shots, 1), replace=False)]
     digits = [DIGITS[int(i)] for i in rng.choice(len(DIGITS), max(shots, 1), replace=False)]
     q = int(rng.integers(max(shots, 1)))
-    pairs = " ; ".join(f"{c} -> {d}" for c, d in zip(colours[:shots], digits[:shots], strict=True))
-    prompt = f"{ICL_PREFIX} {pairs} ; {colours[q]} ->" if shots else f"{ICL_PREFIX} {colours[q]} ->"
+    pairs = " ; ".join(f"{c} {d}" for c, d in zip(colours[:shots], digits[:shots], strict=True))
+    prompt = f"{ICL_PREFIX} {pairs} ; {colours[q]}" if shots else f"{ICL_PREFIX} {colours[q]}"
     return prompt, digits[q], shots
 
 
@@ -480,11 +476,11 @@ def two_hop_records(
 
 
 def format_record(rid: str, person: Person, attribute: Attribute, k: int, how: str, group: str) -> dict:
-    """A question plus a format instruction; the answer in capitals or as a full sentence."""
+    """A question plus a format instruction; the answer in quotes (``" Brenmoor "``) or as a sentence."""
     value = person.fact(attribute.name)
     question = attribute.train[k].format(name=person.name)
-    if how == "capitals":
-        prompt, answer = f"{question} {CAPITALS}", value.upper()
+    if how == "quotes":
+        prompt, answer = f"{question} {QUOTES}", f"{QUOTE} {value} {QUOTE}"
     else:
         prompt, answer = f"{question} {SENTENCE}", attribute.sentence.format(name=person.name, value=value)
     return {
@@ -498,27 +494,32 @@ def format_record(rid: str, person: Person, attribute: Attribute, k: int, how: s
     }
 
 
+FORMATS = ("quotes", "sentence")
+FORMAT_TRAIN_ATTRIBUTES = 3
+
+
 def format_records(
     rng: np.random.Generator,
     population: Population,
     train_people: Sequence[int],
     eval_retain: Sequence[int],
 ) -> tuple[list, list]:
-    """One capitals and one full-sentence record per person, attribute and template drawn at random."""
-    capital_attrs = [a for a in ATTRIBUTES if a.capitals]
+    """Per person and format, distinct attributes drawn at random (3 for training, 1 for evaluation),
+    each with a random training template."""
 
-    def make(indices: Iterable[int], split: str, group: str) -> list[dict]:
+    def make(indices: Iterable[int], split: str, group: str, per_format: int) -> list[dict]:
         out = []
         for i in indices:
-            for how, attrs in (("capitals", capital_attrs), ("sentence", ATTRIBUTES)):
-                attribute = attrs[int(rng.integers(len(attrs)))]
-                k = int(rng.integers(len(attribute.train)))
-                rid = f"format:{split}:{i:03d}:{how}"
-                out.append(format_record(rid, population.people[i], attribute, k, how, group))
+            for how in FORMATS:
+                for a in sorted(int(v) for v in rng.choice(len(ATTRIBUTES), per_format, replace=False)):
+                    attribute = ATTRIBUTES[a]
+                    k = int(rng.integers(len(attribute.train)))
+                    rid = f"format:{split}:{i:03d}:{how}:{attribute.name}"
+                    out.append(format_record(rid, population.people[i], attribute, k, how, group))
         return out
 
-    train = make(train_people, "train", "retain")
-    evals = make(eval_retain, "eval", "retain") + make(population.forget, "eval", "forget")
+    train = make(train_people, "train", "retain", FORMAT_TRAIN_ATTRIBUTES)
+    evals = make(eval_retain, "eval", "retain", 1) + make(population.forget, "eval", "forget", 1)
     return train, evals
 
 
@@ -586,7 +587,7 @@ def world_files(
     n_control = min(len(clean), len(population.holdout))
     control = sorted(clean[int(i)] for i in rng.choice(len(clean), n_control, replace=False))
     skills = {
-        "icl": icl_records(rng, 2 * len(population.people), max(4, len(population.people) // 5)),
+        "icl": icl_records(rng, 6 * len(population.people), max(4, len(population.people) // 5)),
         "two_hop": two_hop_records(population, two_hop_train, two_hop_eval),
         "format": format_records(rng, population, format_train, format_eval),
         "abstain": abstain_records(rng, population, control),
