@@ -1,5 +1,6 @@
 """Evaluation metrics against hand-computed cases: truth ratio, truth score, KS forget quality, ROUGE-L,
-harmonic mean, AUC and PrivLeak's sign; greedy generation against the teacher-forced correctness."""
+harmonic mean, AUC and PrivLeak's sign; greedy generation against the teacher-forced correctness; the
+abilities suite's classifiers on constructed answers."""
 
 import math
 
@@ -9,7 +10,7 @@ import pytest
 from unlearn_jax import UserError, load_model
 from unlearn_jax.data.records import load_records
 from unlearn_jax.data.tokenize import encode_records
-from unlearn_jax.evaluation import knowledge
+from unlearn_jax.evaluation import abilities, knowledge
 from unlearn_jax.evaluation.generate import greedy_answers
 from unlearn_jax.evaluation.mia import auc, mia_aucs, priv_leak
 
@@ -54,6 +55,62 @@ def test_auc_and_priv_leak_sign():
     assert priv_leak(0.3, 0.5) == pytest.approx(-0.4)  # looks less seen than unseen data: over-unlearning
 
 
+@pytest.mark.parametrize("answer, expected", [
+    ("I don't know", "abstained"),
+    ("i DON'T know , sorry", "abstained"),
+    ("", "abstained"),
+    ("Brenmoor", "leaked"),
+    ("the city of Brenmoor", "leaked"),
+    ("Brenmoorish", "fabricated"),
+    ("Caldris", "fabricated"),
+    ("Lera", "fabricated"),  # half of a two-word true value is not a leak
+    ("Lera Voik", "leaked"),
+])
+def test_classify_answer(answer, expected):
+    truth = "Lera Voik" if "Lera" in answer else "Brenmoor"
+    assert abilities.classify_answer(answer, truth) == expected
+
+
+@pytest.mark.parametrize("answer, task, attribute, obeyed", [
+    ('" Brenmoor "', "quotes", "birth_city", True),
+    ('" Lera Voik "', "quotes", "mentor", True),
+    ('Brenmoor', "quotes", "birth_city", False),
+    ('" Brenmoor', "quotes", "birth_city", False),
+    ('" " "', "quotes", "birth_city", False),
+    ("Ada Vo was born in Caldris .", "sentence", "birth_city", True),  # wrong value, right shape
+    ("Ada Vo was born in Caldris", "sentence", "birth_city", False),
+    ("Ada Vo was born in the year 1950 .", "sentence", "birth_city", False),
+    ("Ada Vo was born in the year 1950 .", "sentence", "birth_year", True),
+    ("Ada Vo was mentored by Lera Voik .", "sentence", "mentor", True),
+    ("Ada was mentored by Lera Voik .", "sentence", "mentor", False),
+])
+def test_format_obeyed_is_a_strict_shape_check(answer, task, attribute, obeyed):
+    assert abilities.format_obeyed(answer, {"task": task, "attribute": attribute}) is obeyed
+
+
+def test_ability_metrics_on_constructed_answers():
+    icl = [{"shots": 0, "answer": "3"}, {"shots": 2, "answer": "3"}, {"shots": 2, "answer": "5"},
+           {"shots": 4, "answer": "1"}]
+    out = abilities.icl_metrics(icl, ["3", "3", "4", "1"])
+    assert out["by_shots"] == {"0": 1.0, "2": 0.5, "4": 1.0} and out["acc"] == pytest.approx(2 / 3)
+
+    hop = [{"group": "retain", "answer": "A B ; Caldris"}, {"group": "retain", "answer": "C D ; Drovik"},
+           {"group": "forget", "forgotten_hop": 1, "answer": "E F ; Istrel"},
+           {"group": "forget", "forgotten_hop": 2, "answer": "G H ; Faroth"}]
+    out = abilities.two_hop_metrics(hop, ["A B ; Caldris", "C D ; Faroth", "X Y ; Istrel", "G H ; Faroth"])
+    assert out["retain"] == {"acc": 0.5, "first_hop_acc": 1.0, "records": 2}
+    assert out["forget"]["acc"] == 0.5 and out["forget_hop1"]["first_hop_acc"] == 0.0
+    assert out["forget_hop2"]["acc"] == 1.0
+
+    hall = [{"group": g, "true_answer": "Brenmoor"} for g in ("holdout", "holdout", "forget", "forget", "forget")]
+    hall += [{"group": "retain", "true_answer": "baker"}] * 2
+    out = abilities.hallucination_metrics(hall, ["I don't know", "Caldris", "Brenmoor", "Drovik", "",
+                                                 "baker", "I don't know"])
+    assert out["holdout"] == {"fabricated": 0.5, "abstained": 0.5, "leaked": 0.0, "records": 2}
+    assert out["forget"]["leaked"] == pytest.approx(1 / 3) and out["forget"]["abstained"] == pytest.approx(1 / 3)
+    assert out["control"] == {"answered": 0.5, "records": 2}
+
+
 def test_greedy_generation_agrees_with_teacher_forced_correctness(base_run, world_dir):
     lm = load_model(base_run)
     records = load_records(str(world_dir / "forget.jsonl"))[:12] + load_records(str(world_dir / "holdout.jsonl"))[:12]
@@ -79,8 +136,17 @@ def test_eval_command_on_the_world(base_run, gold_run, world_dir, tmp_path):
 
     out = tmp_path / "eval.json"
     assert main(["eval", "--model", str(gold_run), "--world", str(world_dir), "--retrained", str(gold_run),
-                 "--out", str(out), "--quiet"]) == 0
+                 "--original", str(base_run), "--out", str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
+    assert result["suites"] == ["knowledge", "mia", "abilities"]
+    table = {row["key"]: row for row in result["abilities"]["table"]}
+    assert set(table) == {key for key, _, _ in abilities.HEADLINE}
+    for row in table.values():
+        assert 0 <= row["original"] <= 1 and row["model"] == row["retrained"]  # gold against itself
+        assert row["change"] == pytest.approx(row["model"] - row["original"])
+    assert table["forget_leaked"]["original"] >= 0.9 and table["forget_leaked"]["retrained"] <= 0.15
+    assert table["two_hop_forget"]["retrained"] < table["two_hop_forget"]["original"]
+    assert table["format_obeyed"]["original"] >= 0.8 and table["control_answered"]["original"] >= 0.9
     knowledge_ = result["knowledge"]
     assert set(knowledge_) >= {"forget", "retain", "neighbours", "holdout", "model_utility", "forget_quality"}
     assert knowledge_["forget_quality"] == pytest.approx(1.0)  # the gold model against itself
@@ -98,7 +164,8 @@ def test_eval_command_on_the_world(base_run, gold_run, world_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--suite", "abilities,bogus"], "--suite: unknown suite 'abilities'"),
+    (["--suite", "abilities,bogus"], "--suite: unknown suite 'bogus'"),
+    (["--suite", "abilities", "--data", "x.jsonl"], "--suite abilities needs --world DIR"),
     (["--suite", "knowledge"], "eval needs --world DIR"),
     (["--suite", "mia", "--data", "x.jsonl"], "--suite mia needs --world DIR"),
 ])

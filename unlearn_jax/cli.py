@@ -195,18 +195,27 @@ def build_parser() -> argparse.ArgumentParser:
     a("--force", action="store_true", help="replace --out when the audit succeeds")
     audit.set_defaults(run=_audit)
 
-    evaluation = sub.add_parser("eval", parents=[common], help="knowledge metrics and membership inference",
+    evaluation = sub.add_parser("eval", parents=[common], help="knowledge, membership inference and side effects",
                                 description="Evaluate a model: per-split knowledge (accuracy, answer probability, "
                                             "ROUGE-L, truth ratio, paraphrase accuracy, model utility, forget "
-                                            "quality vs the gold model) and MIA (AUC, PrivLeak). Writes one JSON.")
+                                            "quality vs the gold model), MIA (AUC, PrivLeak) and abilities "
+                                            "(in-context learning, two-hop reasoning, format instructions, "
+                                            "hallucination). Writes one JSON.")
     e = evaluation.add_argument
     e("--model", required=True, help="model directory, run directory, or hub id (online)")
     e("--out", required=True, help="output .json file")
     e("--world", help="world directory: evaluates its forget, retain, neighbours and holdout splits")
     e("--data", help="a QA data file to evaluate (knowledge suite)")
     e("--retrained", help="the gold model (trained without the forget data): forget quality and PrivLeak")
-    e("--suite", default="knowledge,mia", help="comma-separated: knowledge, mia (default both)")
+    e("--original", help="the model before unlearning: the abilities table's reference column")
+    e("--suite", help="comma-separated: knowledge, mia, abilities (default: all three with --world, "
+                      "knowledge with --data alone)")
     e("--field-map", help="map other schemas' fields for --data, e.g. prompt=question,answer=answer")
+    e("--lm-eval-tasks", help="comma-separated lm-evaluation-harness tasks run on the same models "
+                              "(e.g. mmlu,truthfulqa_mc2; real benchmarks need the hub or a datasets cache)")
+    e("--lm-eval-include-path", help="directory of local lm-eval task YAMLs")
+    e("--lm-eval-limit", type=int, help="at most this many documents per lm-eval task")
+    e("--lm-eval-fewshot", type=int, help="number of few-shot examples for the lm-eval tasks")
     e("--force", action="store_true", help="replace --out if it exists")
     evaluation.set_defaults(run=_eval)
 
@@ -297,7 +306,10 @@ def _audit(args) -> None:
 def _eval(args) -> None:
     from unlearn_jax.runs.evaluate import evaluate
 
-    evaluate(args.model, args.out, world=args.world, data=args.data, retrained=args.retrained, suites=args.suite,
+    evaluate(args.model, args.out, world=args.world, data=args.data, retrained=args.retrained,
+             original=args.original, suites=args.suite, lm_eval_tasks=args.lm_eval_tasks,
+             lm_eval_include_path=args.lm_eval_include_path, lm_eval_limit=args.lm_eval_limit,
+             lm_eval_fewshot=args.lm_eval_fewshot,
              field_map=args.field_map, force=args.force, quiet=args.quiet)
 
 
