@@ -95,6 +95,12 @@ def encode_records(
     width = length if length is not None else padded_length(longest)
     if width < longest:
         raise UserError(f"records need {longest} tokens but the padded length is {width}")
+    return token_set(sequences, width, pad, tuple(str(r.get("id", i)) for i, r in enumerate(records)))
+
+
+def token_set(sequences: Sequence[tuple[Sequence[int], int]], width: int, pad: int,
+              record_ids: tuple[str, ...]) -> TokenSet:
+    """Right-pad (tokens, target_start) pairs to ``width``; the loss mask covers tokens[target_start:]."""
     ids = np.full((len(sequences), width), pad, np.int32)
     attention = np.zeros_like(ids)
     loss = np.zeros_like(ids)
@@ -102,7 +108,7 @@ def encode_records(
         ids[row, : len(tokens)] = tokens
         attention[row, : len(tokens)] = 1
         loss[row, target_start : len(tokens)] = 1
-    return TokenSet(ids, attention, loss, tuple(str(r.get("id", i)) for i, r in enumerate(records)))
+    return TokenSet(ids, attention, loss, record_ids)
 
 
 def encode_prompts(records: Sequence[dict], tokenizer, *, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:

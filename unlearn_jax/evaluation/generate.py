@@ -36,22 +36,28 @@ def _greedy(params, config: ModelConfig, ids: jax.Array, lengths: jax.Array, max
     return ids
 
 
-def greedy_answers(params, config: ModelConfig, tokenizer, records, *, max_new_tokens: int = 16,
-                   batch_size: int = 64) -> list[str]:
-    """The greedy continuation of every record's prompt, decoded without special tokens, stripped."""
-    _, eos, _ = special_ids(tokenizer)
-    ids, lengths = encode_prompts(records, tokenizer)
+def greedy_tokens(params, config: ModelConfig, ids: np.ndarray, lengths: np.ndarray, eos: int, *,
+                  max_new_tokens: int, batch_size: int = 64) -> list[list[int]]:
+    """Greedy new tokens (EOS dropped) after each right-padded prompt row ``ids[i, :lengths[i]]``."""
     width = ids.shape[1] + max_new_tokens
     ids = np.pad(ids, ((0, 0), (0, max_new_tokens)), constant_values=ids[0, -1] if ids.size else 0)
-    batch_size = min(batch_size, len(records))
+    batch_size = min(batch_size, len(ids))
     out = []
-    for begin in range(0, len(records), batch_size):
-        index = np.arange(begin, min(begin + batch_size, len(records)))
+    for begin in range(0, len(ids), batch_size):
+        index = np.arange(begin, min(begin + batch_size, len(ids)))
         padded = np.concatenate([index, np.full(batch_size - len(index), index[0])])
         result = np.asarray(_greedy(params, config, jnp.asarray(ids[padded]), jnp.asarray(lengths[padded]),
                                     max_new_tokens, eos))
         for row, i in enumerate(index):
             new = result[row, lengths[i]:width].tolist()
-            new = new[: new.index(eos)] if eos in new else new
-            out.append(tokenizer.decode(new, skip_special_tokens=True).strip())
+            out.append(new[: new.index(eos)] if eos in new else new)
     return out
+
+
+def greedy_answers(params, config: ModelConfig, tokenizer, records, *, max_new_tokens: int = 16,
+                   batch_size: int = 64) -> list[str]:
+    """The greedy continuation of every record's prompt, decoded without special tokens, stripped."""
+    _, eos, _ = special_ids(tokenizer)
+    ids, lengths = encode_prompts(records, tokenizer)
+    new = greedy_tokens(params, config, ids, lengths, eos, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return [tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in new]
