@@ -148,7 +148,9 @@ def test_eval_command_on_the_world(base_run, gold_run, world_dir, tmp_path):
     assert table["two_hop_forget"]["retrained"] < table["two_hop_forget"]["original"]
     assert table["format_obeyed"]["original"] >= 0.8 and table["control_answered"]["original"] >= 0.9
     knowledge_ = result["knowledge"]
-    assert set(knowledge_) >= {"forget", "retain", "neighbours", "holdout", "model_utility", "forget_quality"}
+    assert set(knowledge_) >= {"forget", "retain", "neighbours", "holdout", "requests/1", "requests/3",
+                               "model_utility", "forget_quality"}
+    assert sum(knowledge_[f"requests/{k}"]["records"] for k in (1, 2, 3)) == knowledge_["forget"]["records"]
     assert knowledge_["forget_quality"] == pytest.approx(1.0)  # the gold model against itself
     assert knowledge_["retain"]["acc"] >= 0.95 and knowledge_["forget"]["acc"] <= 0.15
     for split in ("forget", "retain", "neighbours", "holdout"):

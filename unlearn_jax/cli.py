@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     e("--field-map", help="map other schemas' fields for --data, e.g. prompt=question,answer=answer")
     e("--lm-eval-tasks", help="comma-separated lm-evaluation-harness tasks run on the same models "
                               "(e.g. mmlu,truthfulqa_mc2; real benchmarks need the hub or a datasets cache)")
-    e("--lm-eval-include-path", help="directory of local lm-eval task YAMLs")
+    e("--lm-eval-include-path", "--lm-eval-include", dest="lm_eval_include_path",
+      help="directory of local lm-eval task YAMLs")
     e("--lm-eval-limit", type=int, help="at most this many documents per lm-eval task")
     e("--lm-eval-fewshot", type=int, help="number of few-shot examples for the lm-eval tasks")
     e("--force", action="store_true", help="replace --out if it exists")

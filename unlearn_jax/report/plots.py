@@ -36,9 +36,9 @@ def grouped_bars(path: Path, groups: Sequence[str], series: Mapping[str, Sequenc
     for k, (name, values) in enumerate(series.items()):
         ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=name,
                color=(colours or {}).get(name))
-    ax.set_xticks(x, groups, rotation=20, fontsize=8)
+    ax.set_xticks(x, groups, rotation=25, ha="right", fontsize=8)
     ax.set(title=title, ylabel=ylabel)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

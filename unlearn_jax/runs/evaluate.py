@@ -1,10 +1,11 @@
-"""`unlearn-jax eval`: knowledge metrics per split and membership inference, as one JSON file.
+"""`unlearn-jax eval`: knowledge, membership inference and side effects, as one JSON file.
 
 Suites:
-- ``knowledge``: per split (a world's forget, retain, neighbours and holdout files, or ``--data``) the
-  metrics of ``evaluation.knowledge.knowledge_metrics``; **model utility** = the harmonic mean of answer
-  probability, ROUGE-L recall and truth score over the retain and neighbour splits; with ``--retrained``
-  (the gold model), **forget quality** = the KS p-value of the truth ratios on the forget split.
+- ``knowledge``: per split (a world's forget, retain, neighbours, holdout and sequential-request files
+  ``requests/K``, or ``--data``) the metrics of ``evaluation.knowledge.knowledge_metrics``; **model
+  utility** = the harmonic mean of answer probability, ROUGE-L recall and truth score over the retain and
+  neighbour splits; with ``--retrained`` (the gold model), **forget quality** = the KS p-value of the
+  truth ratios on the forget split.
 - ``mia``: forget (members) vs holdout (never trained) AUCs for loss, zlib, Min-K%, Min-K%++ (k = 0.4);
   with ``--retrained``, PrivLeak per attack relative to the gold model's AUC.
 - ``abilities``: the side-effect suite of ``evaluation.abilities`` on the world's skill files, for the
@@ -36,7 +37,6 @@ from unlearn_jax.runs.rundir import versions
 
 SUITES = ("knowledge", "mia", "abilities")
 WORLD_SUITES = ("mia", "abilities")
-WORLD_SPLITS = ("forget", "retain", "neighbours", "holdout")
 UTILITY_SPLITS = ("retain", "neighbours")
 UTILITY_METRICS = ("prob", "rouge_l_recall", "truth")
 
@@ -74,7 +74,8 @@ def evaluate(model: str, out: str, *, world: str | None = None, data: str | None
     splits = {}
     if world is not None:
         manifest = world_lib.load_world(world)
-        splits = {name: load_records(world_lib.world_path(manifest, f"{name}.jsonl")) for name in WORLD_SPLITS}
+        splits = {name: load_records(world_lib.world_path(manifest, meta["file"]))
+                  for name, meta in manifest["splits"].items()}
     if data is not None:
         splits["data"] = load_records(data, parse_field_map(field_map) if field_map else None)
     models = {"model": load_model(model)}
