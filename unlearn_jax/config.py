@@ -1,7 +1,9 @@
 """Run configurations: one frozen dataclass per command, loaded from YAML and overridden by CLI flags.
 
 Precedence: a flag given on the command line > the YAML file (``--config``) > the method's defaults >
-the dataclass defaults. Unknown YAML keys are refused (a typo must not silently fall back to a default).
+the dataclass defaults. Unknown YAML keys are refused (a typo must not silently fall back to a default),
+and so are ``OUTPUT_FIELDS``: where a command writes comes from the command line only, never from a config
+file (which may be shared: with ``--force``, an ``out`` of its choosing would replace that directory).
 """
 
 from __future__ import annotations
@@ -70,13 +72,24 @@ def load_yaml(path: str) -> dict:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
+OUTPUT_FIELDS = ("out",)  # config fields naming where a command writes: command line only
+
+
 def build_config(cls, cli: dict, yaml_path: str | None = None):
-    """``cls`` from YAML values overridden by the CLI's non-None values; unknown YAML keys refused."""
+    """``cls`` from YAML values overridden by the CLI's non-None values; unknown YAML keys and
+    ``OUTPUT_FIELDS`` in the YAML refused."""
     names = {f.name: f for f in dataclasses.fields(cls)}
     values = load_yaml(yaml_path) if yaml_path else {}
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise UserError(f"--config {yaml_path}: unknown key(s) {', '.join(unknown)}")
+    for name in OUTPUT_FIELDS:
+        if name in values:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"--config {yaml_path}: key {name!r} is not allowed: a config file cannot choose where "
+                            f"to write; give {flag} on the command line")
+    for name, value in values.items():
+        _check_type(name, value, names[name].type, where=f"--config {yaml_path}: ")
     values.update({k: v for k, v in cli.items() if k in names and v is not None})
     missing = [n for n, f in names.items() if f.default is dataclasses.MISSING and n not in values]
     if missing:
@@ -86,14 +99,14 @@ def build_config(cls, cli: dict, yaml_path: str | None = None):
     return cls(**values)
 
 
-def _check_type(name: str, value, annotation: str) -> None:
-    flag = "--" + name.replace("_", "-")
+def _check_type(name: str, value, annotation: str, where: str = "") -> None:
+    flag = name if where else "--" + name.replace("_", "-")
     base = annotation.replace(" | None", "")
     ok = {"str": isinstance(value, str), "int": isinstance(value, int) and not isinstance(value, bool),
           "float": isinstance(value, (int, float)) and not isinstance(value, bool),
           "bool": isinstance(value, bool)}.get(base, True)
     if not ok:
-        raise UserError(f"{flag}: expected {base}, got {value!r}")
+        raise UserError(f"{where}{flag}: expected {base}, got {value!r}")
 
 
 _COMPARISONS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}

@@ -70,12 +70,15 @@ def encode_records(
     answer_field: str = "answer",
     max_length: int | None = None,
     length: int | None = None,
+    source: str | None = None,
 ) -> TokenSet:
     """Encode QA records (``answer_field`` picks the target: answer, idk_answer, paraphrased_answer …)
     or text records. ``max_length``: the model's context (longer records are refused). ``length``:
-    pad to exactly this length instead of the rounded-up longest record."""
+    pad to exactly this length instead of the rounded-up longest record. ``source`` (e.g. ``--forget
+    FILE``) prefixes error messages, so they name the input."""
+    where = f"{source}: " if source else ""
     if not records:
-        raise UserError("no records to encode")
+        raise UserError(f"{where}no records to encode")
     bos, eos, pad = special_ids(tokenizer)
     prefix = [bos] if bos is not None else []
     if "text" in records[0]:
@@ -83,15 +86,15 @@ def encode_records(
     else:
         missing = [r.get("id", "?") for r in records if not isinstance(r.get(answer_field), str)]
         if missing:
-            raise UserError(f"record {missing[0]} has no {answer_field!r} (needed as the target)")
+            raise UserError(f"{where}record {missing[0]} has no {answer_field!r} (needed as the target)")
         prompts = _tokenize(tokenizer, [r["prompt"] for r in records])
         answers = _tokenize(tokenizer, [r[answer_field] for r in records])
         sequences = [(prefix + p + a + [eos], len(prefix) + len(p)) for p, a in zip(prompts, answers, strict=True)]
     longest = max(len(s) for s, _ in sequences)
     if max_length is not None and longest > max_length:
         worst = max(range(len(sequences)), key=lambda i: len(sequences[i][0]))
-        raise UserError(f"record {records[worst].get('id', worst)} is {longest} tokens long, longer than the "
-                        f"model's context of {max_length}")
+        raise UserError(f"{where}record {records[worst].get('id', worst)} is {longest} tokens long, longer than "
+                        f"the model's context of {max_length}")
     width = length if length is not None else padded_length(longest)
     if width < longest:
         raise UserError(f"records need {longest} tokens but the padded length is {width}")

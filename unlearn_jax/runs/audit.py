@@ -140,8 +140,9 @@ def load_audit_data(cfg: AuditConfig, lm: LM) -> AuditData:
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(retain))[: cfg.max_retain])
         retain = [retain[i] for i in keep]
     max_len = lm.config.max_position_embeddings
-    return AuditData(forget, retain, encode_records(forget, lm.tokenizer, max_length=max_len),
-                     encode_records(retain, lm.tokenizer, max_length=max_len))
+    return AuditData(forget, retain,
+                     encode_records(forget, lm.tokenizer, max_length=max_len, source=f"--forget {cfg.forget}"),
+                     encode_records(retain, lm.tokenizer, max_length=max_len, source=f"--retain {cfg.retain}"))
 
 
 def knowledge(params, lm: LM, data: AuditData) -> dict:
@@ -248,7 +249,8 @@ def run_capacity(cfg, models, data, judge, clean) -> dict:
                         "(for a world's forget file, the world's holdout.jsonl is used)")
     records = load_records(path, parse_field_map(cfg.field_map) if cfg.field_map else None)
     lm = models["model"]
-    new_task = encode_records(records, lm.tokenizer, max_length=lm.config.max_position_embeddings)
+    new_task = encode_records(records, lm.tokenizer, max_length=lm.config.max_position_embeddings,
+                              source=f"--capacity-data {path}")
     ft = FinetuneConfig(cfg.capacity_steps, cfg.relearn_lr, seed=cfg.seed)
     results = {role: capacity(m.params, m.config, new_task, ft, cfg.capacity_target) for role, m in models.items()}
     final = {role: results[role]["curve"][-1]["new_correct"] for role in models}

@@ -27,11 +27,12 @@ from pathlib import Path
 
 from unlearn_jax.data import world as world_lib
 from unlearn_jax.data.records import load_records, parse_field_map
+from unlearn_jax.data.tokenize import encode_records
 from unlearn_jax.errors import UserError
 from unlearn_jax.evaluation import abilities as abilities_lib
 from unlearn_jax.evaluation.knowledge import forget_quality, harmonic_mean, knowledge_metrics
 from unlearn_jax.evaluation.mia import mia_aucs, priv_leak
-from unlearn_jax.fileio import write_json_atomic
+from unlearn_jax.fileio import check_writable_target, write_json_atomic
 from unlearn_jax.models.hf import load_model
 from unlearn_jax.runs.rundir import versions
 
@@ -65,6 +66,7 @@ def evaluate(model: str, out: str, *, world: str | None = None, data: str | None
         raise UserError(f"--out {out}: already exists (pass --force to replace it)")
     if world is None and data is None and chosen:
         raise UserError("eval needs --world DIR (every split) or --data DATA (one file)")
+    check_writable_target(out_path.absolute())  # before the work, not after it
     tasks = _lm_eval_tasks(lm_eval_tasks, lm_eval_include_path) if lm_eval_tasks else None
     needs = {"mia": "forget records as members, holdout as non-members", "abilities": "its skill files"}
     for suite in WORLD_SUITES:
@@ -83,6 +85,14 @@ def evaluate(model: str, out: str, *, world: str | None = None, data: str | None
         models["retrained"] = load_model(retrained)
     if original and ("abilities" in chosen or tasks):
         models["original"] = load_model(original)
+    flags = {"model": model, "retrained": retrained, "original": original}
+    for role, lm in models.items():
+        if lm.tokenizer is None:
+            raise UserError(f"--{role} {flags[role]}: has no tokenizer files; evaluation needs one to encode the data")
+    sources = {"data": f"--data {data}"}
+    for name, records in splits.items():  # refuse records the model cannot read whole, before any work
+        encode_records(records, models["model"].tokenizer, max_length=models["model"].config.max_position_embeddings,
+                       source=sources.get(name, f"--world {world}: split {name}"))
     result: dict = {"model": model, "original": original, "retrained": retrained, "world": world, "data": data,
                     "suites": list(chosen)}
     if "knowledge" in chosen:

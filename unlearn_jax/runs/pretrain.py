@@ -129,6 +129,7 @@ def pretrain(
     p = PRESETS[preset]
     steps = p.steps if steps is None else steps
     loop = LoopConfig(steps=steps, log_every=10, checkpoint_every=50)
+    mesh = sharding.make_mesh(mesh_spec)  # a bad --mesh is refused even when the result is cached
     manifest = world_lib.load_world(world_dir)
     records = world_lib.training_records(manifest, exclude)
     out_path, work = prepare_run_dir(out, resume=resume, force=force)
@@ -143,8 +144,7 @@ def pretrain(
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(world_lib.world_path(manifest, "tokenizer"))
     config = model_config(p, tokenizer)
-    data = encode_records(records, tokenizer, max_length=config.max_position_embeddings)
-    mesh = sharding.make_mesh(mesh_spec)
+    data = encode_records(records, tokenizer, max_length=config.max_position_embeddings, source=f"--data {world_dir}")
     params = sharding.shard_params(llama.init_params(config, jax.random.PRNGKey(seed)), mesh)
     opt = OptimizerConfig(name="adamw", lr=p.lr, warmup_steps=p.warmup_steps, schedule="cosine", total_steps=steps,
                           max_grad_norm=1.0)

@@ -8,6 +8,7 @@ from pathlib import Path
 from unlearn_jax.data.records import load_records, parse_field_map, write_jsonl
 from unlearn_jax.data.tokenize import encode_records
 from unlearn_jax.errors import UserError
+from unlearn_jax.fileio import check_writable_target
 from unlearn_jax.models.hf import load_model
 from unlearn_jax.scores.memorization import score_records
 
@@ -26,11 +27,13 @@ def score(model: str, data: str, out: str, *, k: float = 0.2, field_map: str | N
         raise UserError(f"--out {out}: already exists (pass --force to replace it)")
     if out_path.is_dir():
         raise UserError(f"--out {out}: is a directory; give a .jsonl file path")
+    check_writable_target(out_path.absolute())  # before the work, not after it
     lm = load_model(model)
     if lm.tokenizer is None:
         raise UserError(f"--model {model}: has no tokenizer files")
     records = load_records(data, parse_field_map(field_map) if field_map else None)
-    encoded = encode_records(records, lm.tokenizer, max_length=lm.config.max_position_embeddings)
+    encoded = encode_records(records, lm.tokenizer, max_length=lm.config.max_position_embeddings,
+                             source=f"--data {data}")
     rows = score_records(lm.params, lm.config, encoded, target_texts(records), k=k)
     write_jsonl(out_path, rows)
     if not quiet:

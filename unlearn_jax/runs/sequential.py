@@ -23,6 +23,7 @@ from unlearn_jax.audit.verdict import excess
 from unlearn_jax.config import UnlearnConfig
 from unlearn_jax.data.records import load_records, parse_field_map
 from unlearn_jax.data.tokenize import encode_records
+from unlearn_jax.engine.state import split_params
 from unlearn_jax.errors import UserError
 from unlearn_jax.evaluation.knowledge import record_stats, summarize
 from unlearn_jax.fileio import replace_directory, write_json_atomic, write_text_atomic
@@ -31,7 +32,7 @@ from unlearn_jax.report import plots
 from unlearn_jax.report.markdown import table
 from unlearn_jax.runs.audit import strip_hits
 from unlearn_jax.runs.rundir import prepare_run_dir, versions
-from unlearn_jax.runs.unlearn import unlearn
+from unlearn_jax.runs.unlearn import check_run, default_trainable, resolve, unlearn
 
 
 def _evaluate(lm, request_sets, retain_set) -> dict:
@@ -63,19 +64,26 @@ def sequential(cfg: UnlearnConfig, requests: list[str], out: str, *, retrained: 
         raise UserError("--requests: give at least one forget data file")
     if retrained and len(retrained) != len(requests):
         raise UserError(f"--retrained: give one gold model per request prefix ({len(requests)}), got {len(retrained)}")
+    method, _, _ = check_run(cfg)
     field_map = parse_field_map(cfg.field_map) if cfg.field_map else None
     request_records = [load_records(r, field_map) for r in requests]
     for path, records in zip(requests, request_records, strict=True):
         if "prompt" not in records[0]:
             raise UserError(f"--requests {path}: sequential unlearning needs QA records (prompt, answer)")
     out_path, work = prepare_run_dir(out, resume=resume, force=force)
-    work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     original = load_model(cfg.model)
+    if original.tokenizer is None:
+        raise UserError(f"--model {cfg.model}: has no tokenizer files; unlearning needs one to encode the data")
+    # every option checked before the run directory appears (a failed first request would leave it behind)
+    _, hp = resolve(cfg, method, original.config.num_layers)
+    split_params(original.params, default_trainable(method, hp.rmu_layer) if cfg.trainable is None else cfg.trainable)
     max_len = original.config.max_position_embeddings
-    request_sets = [encode_records(r, original.tokenizer, max_length=max_len) for r in request_records]
-    retain_set = encode_records(load_records(cfg.retain, field_map), original.tokenizer, max_length=max_len) \
-        if cfg.retain else None
+    request_sets = [encode_records(r, original.tokenizer, max_length=max_len, source=f"--requests {path}")
+                    for path, r in zip(requests, request_records, strict=True)]
+    retain_set = encode_records(load_records(cfg.retain, field_map), original.tokenizer, max_length=max_len,
+                                source=f"--retain {cfg.retain}") if cfg.retain else None
+    work.mkdir(parents=True, exist_ok=True)
 
     rows, gold_rows, model = [_evaluate(original, request_sets, retain_set)], [], cfg.model
     for k, request in enumerate(requests, start=1):

@@ -46,8 +46,20 @@ class UnlearnData:
     forget_texts: list[str]  # the scored text of each forget record (answer or text), for zlib
 
 
+def check_run(cfg: UnlearnConfig):
+    """The checks that need neither the model nor the data: (method, the --stop-when test or None, mesh)."""
+    if cfg.method not in METHODS:
+        raise UserError(f"--method {cfg.method!r}: choose one of {', '.join(METHODS)}")
+    stop = parse_stop_when(cfg.stop_when)
+    mesh = sharding.make_mesh(cfg.mesh)
+    if cfg.batch_size % sharding.data_parallel_size(mesh):
+        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the mesh's "
+                        f"{sharding.data_parallel_size(mesh)} data-parallel devices")
+    return METHODS[cfg.method], stop, mesh
+
+
 def resolve(cfg: UnlearnConfig, method: Method, num_layers: int) -> tuple[UnlearnConfig, Hyper]:
-    """Fill the method's defaults and check every hyper-parameter's range."""
+    """Fill the method's defaults and check every hyper-parameter's range (and the options that go together)."""
     d = method.defaults
     rmu_layer = cfg.rmu_layer if cfg.rmu_layer is not None else num_layers // 2
     cfg = dataclasses.replace(
@@ -64,12 +76,20 @@ def resolve(cfg: UnlearnConfig, method: Method, num_layers: int) -> tuple[Unlear
               ("retain_loss", cfg.retain_loss in ("nll", "kl"), "nll or kl"),
               ("eval_every", cfg.eval_every >= 0, ">= 0"), ("checkpoint_every", cfg.checkpoint_every >= 0, ">= 0"),
               ("log_every", cfg.log_every >= 0, ">= 0"),
-              ("rmu_coeff", cfg.rmu_coeff is None or cfg.rmu_coeff > 0, "positive")]
+              ("rmu_coeff", cfg.rmu_coeff is None or cfg.rmu_coeff > 0, "positive"),
+              ("drop", 0 <= cfg.drop < 1, "in [0, 1)"), ("stages", cfg.stages >= 1, ">= 1"),
+              ("curriculum", cfg.curriculum in ("none", "confidence", "reverse"), "none, confidence or reverse")]
     for name, ok, expected in checks:
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} must be {expected} (got {getattr(cfg, name)!r})")
     if method.name == "rmu" and not 0 <= rmu_layer < num_layers:
         raise UserError(f"--rmu-layer {rmu_layer} is out of range: the model has layers 0..{num_layers - 1}")
+    if cfg.select is None and cfg.drop:
+        raise UserError("--drop needs --select SCORE (which records count as least memorized)")
+    if cfg.rescore and cfg.curriculum == "none":
+        raise UserError("--rescore needs --curriculum confidence or reverse")
+    if method.uses_retain and cfg.alpha > 0 and not cfg.retain:
+        raise UserError(f"--method {cfg.method} needs --retain DATA for its retain term (or pass --alpha 0)")
     hp = Hyper(alpha=cfg.alpha, gamma=cfg.gamma, beta=cfg.beta, margin=cfg.margin, retain_loss=cfg.retain_loss,
                rmu_layer=rmu_layer if method.name == "rmu" else 0)
     return cfg, hp
@@ -102,10 +122,12 @@ def load_data(cfg: UnlearnConfig, method: Method, lm: LM) -> UnlearnData:
         raise UserError(f"--method {method.name} needs QA records (prompt/answer) in --forget, not text records")
     max_len = lm.config.max_position_embeddings
     targets = dict.fromkeys(("answer", *method.forget_targets))
-    encoded = {t: encode_records(forget_records, lm.tokenizer, answer_field=t, max_length=max_len) for t in targets}
+    encoded = {t: encode_records(forget_records, lm.tokenizer, answer_field=t, max_length=max_len,
+                                 source=f"--forget {cfg.forget}") for t in targets}
     retain = None
     if cfg.retain:
-        retain = encode_records(load_records(cfg.retain, field_map), lm.tokenizer, max_length=max_len)
+        retain = encode_records(load_records(cfg.retain, field_map), lm.tokenizer, max_length=max_len,
+                                source=f"--retain {cfg.retain}")
     return UnlearnData({t: encoded[t] for t in method.forget_targets}, encoded["answer"], retain, is_text,
                        target_texts(forget_records))
 
@@ -149,10 +171,6 @@ def select_forget(cfg: UnlearnConfig, lm: LM, data: UnlearnData) -> tuple[Unlear
     ``cfg.drop`` least memorized by ``cfg.select``; forgetting is still measured on the whole set.
     Returns (data, selection record for run.json, the kept records' memorization for a curriculum, the kept
     records' indices into the whole forget set)."""
-    if cfg.select is None and cfg.drop:
-        raise UserError("--drop needs --select SCORE (which records count as least memorized)")
-    if cfg.curriculum not in ("none", "confidence", "reverse"):
-        raise UserError(f"--curriculum {cfg.curriculum!r}: choose none, confidence or reverse")
     if cfg.select is None and cfg.curriculum == "none":
         return data, None, None, np.arange(len(data.forget_eval))
     score = cfg.select or "minkpp"
@@ -181,15 +199,8 @@ def evaluate_sets(params, lm: LM, data: UnlearnData) -> dict[str, float]:
 def unlearn(cfg: UnlearnConfig, *, resume: bool = False, force: bool = False, quiet: bool = False,
             say=print) -> dict:
     """Run one unlearning job; write the run directory; return run.json's content."""
-    if cfg.method not in METHODS:
-        raise UserError(f"--method {cfg.method!r}: choose one of {', '.join(METHODS)}")
-    method = METHODS[cfg.method]
-    stop = parse_stop_when(cfg.stop_when)
+    method, stop, mesh = check_run(cfg)
     out_path, work = prepare_run_dir(cfg.out, resume=resume, force=force)
-    mesh = sharding.make_mesh(cfg.mesh)
-    if cfg.batch_size % sharding.data_parallel_size(mesh):
-        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the mesh's "
-                        f"{sharding.data_parallel_size(mesh)} data-parallel devices")
     lm = load_model(cfg.model, mesh=mesh)
     if lm.tokenizer is None:
         raise UserError(f"--model {cfg.model}: has no tokenizer files; unlearning needs one to encode the data")
@@ -197,13 +208,9 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, force: bool = False, qu
     optimizer_cfg = OptimizerConfig(name=cfg.optimizer, lr=cfg.lr, max_grad_norm=cfg.max_grad_norm,
                                     warmup_steps=cfg.warmup_steps, total_steps=cfg.steps)
     needs_retain = method.uses_retain and hp.alpha > 0
-    if needs_retain and not cfg.retain:
-        raise UserError(f"--method {cfg.method} needs --retain DATA for its retain term (or pass --alpha 0)")
     if not method.uses_retain and cfg.retain and not quiet:
         say(f"note: --method {cfg.method} has no retain term; --retain is only evaluated, never trained on")
     data, selection, initial_memorization, kept = select_forget(cfg, lm, load_data(cfg, method, lm))
-    if cfg.rescore and cfg.curriculum == "none":
-        raise UserError("--rescore needs --curriculum confidence or reverse")
     trainable_regex = cfg.trainable if cfg.trainable is not None else default_trainable(method, hp.rmu_layer)
     trainable, frozen_params = split_params(lm.params, trainable_regex)
     frozen, hp = frozen_inputs(method, cfg, hp, lm, data, trainable)
