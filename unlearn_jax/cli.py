@@ -230,7 +230,70 @@ def build_parser() -> argparse.ArgumentParser:
                         help="split the weights into shards of at most this many bytes (+ index)")
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
     export.set_defaults(run=_export)
+    _diffusion_parser(sub, common)
     return parser
+
+
+def _diffusion_parser(sub, common) -> None:
+    diffusion = sub.add_parser("diffusion", help="concept erasure in a tiny conditional DDPM (procedural images)",
+                               description="The diffusion-model part: train a tiny conditional DDPM on procedural "
+                                           "16x16 images (colour x background), erase a concept, attack the "
+                                           "erasure with a soft prompt, erase concepts in sequence.")
+    dsub = diffusion.add_subparsers(dest="diffusion_command", required=True, parser_class=OneLineParser,
+                                    metavar="{train,unlearn,attack,sequential}")
+    train = dsub.add_parser("train", parents=[common], help="train the base DDPM and its evaluator (cached)")
+    t = train.add_argument
+    t("--out", required=True, help="run directory")
+    t("--preset", default="tiny", help="tiny (3000 steps, ~3 min on 2 cores) | test (800 steps)")
+    t("--steps", type=int, help="training steps (default: the preset's)")
+    t("--seed", type=int, default=0)
+    t("--samples-per-prompt", type=int, default=8, help="samples per prompt for the quality metrics")
+    t("--resume", action="store_true")
+    t("--force", action="store_true")
+    t("--no-cache", action="store_true")
+    train.set_defaults(run=_diffusion_train)
+
+    def erase_options(u) -> None:
+        u("--objective", default="seed", help="seed (the seed paper's, stop-gradient on c') | esd (negative guidance)")
+        u("--anchor", default="<null>", help="c': <null> (default) or another word of the concept's axis")
+        u("--params", default="full", help="full | xattn (cross-attention only, ESD-x) | non-xattn (ESD-u)")
+        u("--beta", type=float, default=1.0, help="weight of the retain DDPM loss")
+        u("--eta", type=float, default=1.0, help="ESD's negative-guidance scale")
+        u("--steps", type=int, default=150)
+        u("--lr", type=float, default=1e-4)
+        u("--batch-size", type=int, default=32)
+        u("--seed", type=int, default=0)
+        u("--samples-per-prompt", type=int, default=8)
+        u("--resume", action="store_true")
+        u("--force", action="store_true")
+
+    erase = dsub.add_parser("unlearn", parents=[common], help="erase one concept")
+    erase.add_argument("--model", required=True, help="diffusion model or run directory")
+    erase.add_argument("--concept", required=True, help="a colour (red, green, ...) or background (black, ...)")
+    erase.add_argument("--out", required=True, help="run directory")
+    erase_options(erase.add_argument)
+    erase.set_defaults(run=_diffusion_unlearn)
+
+    seq = dsub.add_parser("sequential", parents=[common], help="erase concepts one after another (rebound)")
+    seq.add_argument("--model", required=True, help="diffusion model or run directory")
+    seq.add_argument("--concepts", required=True, help="comma-separated, in request order (e.g. red,green,blue)")
+    seq.add_argument("--out", required=True, help="output directory (request_K/ runs, sequential.json)")
+    erase_options(seq.add_argument)
+    seq.set_defaults(run=_diffusion_sequential)
+
+    atk = dsub.add_parser("attack", parents=[common], help="soft-prompt attack on an erased concept")
+    a = atk.add_argument
+    a("--model", required=True, help="the unlearned model (run directory)")
+    a("--original", required=True, help="the model before unlearning (the ceiling)")
+    a("--concept", required=True)
+    a("--out", required=True, help="output directory (attack.json, samples.png)")
+    a("--steps", type=int, default=100)
+    a("--lr", type=float, default=0.05)
+    a("--batch-size", type=int, default=32)
+    a("--seed", type=int, default=0)
+    a("--samples-per-prompt", type=int, default=16)
+    a("--force", action="store_true")
+    atk.set_defaults(run=_diffusion_attack)
 
 
 def _world(args) -> None:
@@ -326,6 +389,55 @@ def _export(args) -> None:
     lm.save_hf(out, dtype=args.dtype, max_shard_bytes=args.max_shard_size)
     if not args.quiet:
         print(f"wrote {out}")
+
+
+def _erase_config(args):
+    from unlearn_jax.diffusion.objectives import EraseConfig
+
+    return EraseConfig(objective=args.objective, anchor=args.anchor, params=args.params, beta=args.beta, eta=args.eta,
+                       steps=args.steps, lr=args.lr, batch_size=args.batch_size)
+
+
+def _positive_samples(args) -> None:
+    if args.samples_per_prompt < 1:
+        raise UserError(f"--samples-per-prompt must be >= 1 (got {args.samples_per_prompt})")
+
+
+def _diffusion_train(args) -> None:
+    from unlearn_jax.diffusion.runs import train
+
+    _positive_samples(args)
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be >= 1 (got {args.steps})")
+    train(args.out, preset=args.preset, steps=args.steps, seed=args.seed, samples_per_prompt=args.samples_per_prompt,
+          resume=args.resume, force=args.force, use_cache=not args.no_cache, quiet=args.quiet)
+
+
+def _diffusion_unlearn(args) -> None:
+    from unlearn_jax.diffusion.runs import unlearn
+
+    _positive_samples(args)
+    unlearn(args.model, args.concept, args.out, _erase_config(args), seed=args.seed,
+            samples_per_prompt=args.samples_per_prompt, resume=args.resume, force=args.force, quiet=args.quiet)
+
+
+def _diffusion_sequential(args) -> None:
+    from unlearn_jax.diffusion.runs import sequential
+
+    _positive_samples(args)
+    concepts = [c.strip() for c in args.concepts.split(",") if c.strip()]
+    sequential(args.model, concepts, args.out, _erase_config(args), seed=args.seed,
+               samples_per_prompt=args.samples_per_prompt, resume=args.resume, force=args.force, quiet=args.quiet)
+
+
+def _diffusion_attack(args) -> None:
+    from unlearn_jax.diffusion.attack import AttackConfig
+    from unlearn_jax.diffusion.runs import attack
+
+    _positive_samples(args)
+    attack(args.model, args.original, args.concept, args.out, AttackConfig(steps=args.steps, lr=args.lr,
+                                                                           batch_size=args.batch_size),
+           seed=args.seed, samples_per_prompt=args.samples_per_prompt, force=args.force, quiet=args.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:

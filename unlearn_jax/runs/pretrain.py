@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import jax
@@ -32,11 +31,10 @@ from unlearn_jax.engine.state import init_state
 from unlearn_jax.engine.step import make_step
 from unlearn_jax.errors import UserError
 from unlearn_jax.evaluation.knowledge import record_stats, summarize
-from unlearn_jax.fileio import atomic_directory
 from unlearn_jax.models import llama, sharding
 from unlearn_jax.models.hf import LM
 from unlearn_jax.objectives.nll import nll_loss
-from unlearn_jax.runs.rundir import finish_run, prepare_run_dir, versions
+from unlearn_jax.runs.rundir import copy_run, finish_run, prepare_run_dir, versions
 
 VOCAB_MULTIPLE = 64
 
@@ -136,8 +134,7 @@ def pretrain(
     key = cache_key(manifest["world_hash"], preset, steps, seed, tuple(exclude))
     cached = cache_root() / key
     if use_cache and not resume and (cached / "run.json").exists():
-        with atomic_directory(out_path) as tmp:
-            shutil.copytree(cached, tmp, dirs_exist_ok=True)
+        copy_run(cached, out_path)
         if not quiet:
             print(f"pretrain: cached result {key} -> {out_path}")
         return json.loads((out_path / "run.json").read_text())
@@ -185,8 +182,7 @@ def pretrain(
     }
     finish_run(work, out_path, LM(config=config, params=final_params, tokenizer=tokenizer), run)
     if use_cache:
-        with atomic_directory(cached) as tmp:
-            shutil.copytree(out_path, tmp, dirs_exist_ok=True)
+        copy_run(out_path, cached)
     if not quiet:
         acc = accuracies
         print(f"pretrain: {out_path}  forget acc {acc['forget']['acc']:.3f}  retain acc {acc['retain']['acc']:.3f}  "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from unlearn_jax.engine.loop import checkpoint_exists
 from unlearn_jax.errors import UserError
-from unlearn_jax.fileio import check_writable_target, replace_directory, write_json_atomic
+from unlearn_jax.fileio import atomic_directory, check_writable_target, replace_directory, write_json_atomic
 
 
 def work_dir_for(out: Path) -> Path:
@@ -47,6 +47,12 @@ def finish_run(work: Path, out: Path, lm, run: dict) -> None:
     lm.save_hf(work / "model")
     write_json_atomic(work / "run.json", run)
     replace_directory(work, out)
+
+
+def copy_run(source: Path, target: Path) -> None:
+    """Copy a finished run directory (to or from the cache) atomically."""
+    with atomic_directory(target) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
 
 
 def versions() -> dict[str, str]:
