@@ -302,3 +302,22 @@ def test_capacity_without_new_facts_and_existing_output(gold_run, base_run, worl
                  "--retain", str(world_dir / "retain.jsonl"), "--out", str(tmp_path / "a"), "--probes", "quant")
     assert result.returncode == 2 and "already exists" in result.stderr
     assert (tmp_path / "a" / "mine.txt").read_text() == "keep"
+
+
+def test_shared_reference_cache_changes_nothing_and_skips_the_references(planted_hidden, gold_run, base_run,
+                                                                        world_dir, tmp_path, monkeypatch):
+    from unlearn_jax.runs import audit as audit_lib
+
+    probes = ("quant", "relearn")
+    fresh = audit_lib.audit(audit_config(world_dir, planted_hidden, base_run, tmp_path / "fresh", retrained=gold_run,
+                                         probes=probes), quiet=True)
+    cache = audit_lib.ReferenceCache()
+    audit_lib.audit(audit_config(world_dir, gold_run, base_run, tmp_path / "first", retrained=gold_run,
+                                 probes=probes), quiet=True, cache=cache)
+    calls = []
+    real = audit_lib.finetune_curve
+    monkeypatch.setattr(audit_lib, "finetune_curve", lambda *a, **k: calls.append(1) or real(*a, **k))
+    shared = audit_lib.audit(audit_config(world_dir, planted_hidden, base_run, tmp_path / "shared",
+                                          retrained=gold_run, probes=probes), quiet=True, cache=cache)
+    assert shared == fresh
+    assert len(calls) == 2  # relearning on forget and on retain data, for the audited model only

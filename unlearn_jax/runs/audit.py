@@ -178,30 +178,34 @@ class Judge:
                 "tests": tests, "worst_setting": worst}
 
 
-def run_quant(cfg, models, data, judge, clean) -> dict:
+def run_quant(cfg, models, data, judge, clean, each) -> dict:
     schemes = parse_schemes(cfg.quant_schemes)
     results = {role: {"clean": clean[role]} for role in models}
     for scheme in schemes:
-        for role, lm in models.items():
-            results[role][scheme.name] = knowledge(fake_quantize(lm.params, scheme), lm, data)
+        for role, value in each(f"quant/{scheme.name}",
+                                lambda lm, s=scheme: knowledge(fake_quantize(lm.params, s), lm, data)).items():
+            results[role][scheme.name] = value
     changed = {s.name: changed_code_fraction(models["model"].params, models["original"].params, s) for s in schemes}
     settings = {s.name: {role: results[role][s.name]["forget_correct"] for role in models} for s in schemes}
     return {**judge.probe_verdict(_clean_hits(clean), settings), **results, "changed_codes_vs_original": changed}
 
 
-def run_prune(cfg, models, data, judge, clean) -> dict:
-    results = {role: {"clean": clean[role]} for role in models}
-    for role, lm in models.items():
+def run_prune(cfg, models, data, judge, clean, each) -> dict:
+    def prune_all(lm) -> dict:
         norms = input_feature_norms(lm.params, lm.config, data.retain)
+        out = {}
         for sparsity in cfg.sparsities:
-            results[role][f"magnitude-{sparsity:g}"] = knowledge(magnitude_prune(lm.params, sparsity), lm, data)
-            results[role][f"wanda-{sparsity:g}"] = knowledge(wanda_prune(lm.params, norms, sparsity), lm, data)
+            out[f"magnitude-{sparsity:g}"] = knowledge(magnitude_prune(lm.params, sparsity), lm, data)
+            out[f"wanda-{sparsity:g}"] = knowledge(wanda_prune(lm.params, norms, sparsity), lm, data)
+        return out
+
+    results = {role: {"clean": clean[role], **pruned} for role, pruned in each("prune", prune_all).items()}
     names = [k for k in results["model"] if k != "clean"]
     settings = {n: {role: results[role][n]["forget_correct"] for role in models} for n in names}
     return {**judge.probe_verdict(_clean_hits(clean), settings), **results}
 
 
-def run_relearn(cfg, models, data, judge, clean) -> dict:
+def run_relearn(cfg, models, data, judge, clean, each) -> dict:
     train, held = split_by_fact(data.forget_records, cfg.relearn_fraction, cfg.seed)
     ft = FinetuneConfig(cfg.relearn_steps, cfg.relearn_lr, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -211,8 +215,9 @@ def run_relearn(cfg, models, data, judge, clean) -> dict:
     results = {role: {} for role in models}
     settings = {}
     for source, train_set in sources.items():
-        for role, lm in models.items():
-            results[role][source] = finetune_curve(lm.params, lm.config, train_set, evaluate, ft)
+        for role, curve in each(f"relearn/{source}", lambda lm, t=train_set: finetune_curve(
+                lm.params, lm.config, t, evaluate, ft)).items():
+            results[role][source] = curve
         for k, step in enumerate(cfg.relearn_steps):
             if step:
                 settings[f"{source}@{step}"] = {role: results[role][source][k]["heldout_correct"] for role in models}
@@ -222,10 +227,10 @@ def run_relearn(cfg, models, data, judge, clean) -> dict:
             "split": {"relearn_records": len(train), "heldout_records": len(held), "fraction": cfg.relearn_fraction}}
 
 
-def run_probe(cfg, models, data, judge, clean) -> dict:
+def run_probe(cfg, models, data, judge, clean, each) -> dict:
     first = next(iter(models.values()))
-    features = {role: (layer_features(lm.params, lm.config, data.retain),
-                       layer_features(lm.params, lm.config, data.forget)) for role, lm in models.items()}
+    features = each("probe/features", lambda lm: (layer_features(lm.params, lm.config, data.retain),
+                                                  layer_features(lm.params, lm.config, data.forget)))
     retain_target, forget_target = features["model"][0]["target"], features["model"][1]["target"]
     groups = probe_groups(data.retain_records, data.forget_records, retain_target, forget_target)
     tested = np.concatenate([g[2] for g in groups.values()])
@@ -242,7 +247,7 @@ def run_probe(cfg, models, data, judge, clean) -> dict:
     return {"verdict": verdict, "linear": probe_part, "logit_lens": lens_part, **results}
 
 
-def run_capacity(cfg, models, data, judge, clean) -> dict:
+def run_capacity(cfg, models, data, judge, clean, each) -> dict:
     path = cfg.capacity_data or _world_holdout(cfg.forget)
     if path is None:
         raise UserError("--probes capacity needs --capacity-data DATA: new QA facts none of the models saw "
@@ -252,7 +257,7 @@ def run_capacity(cfg, models, data, judge, clean) -> dict:
     new_task = encode_records(records, lm.tokenizer, max_length=lm.config.max_position_embeddings,
                               source=f"--capacity-data {path}")
     ft = FinetuneConfig(cfg.capacity_steps, cfg.relearn_lr, seed=cfg.seed)
-    results = {role: capacity(m.params, m.config, new_task, ft, cfg.capacity_target) for role, m in models.items()}
+    results = each("capacity", lambda m: capacity(m.params, m.config, new_task, ft, cfg.capacity_target))
     final = {role: results[role]["curve"][-1]["new_correct"] for role in models}
     baseline = "retrained" if judge.baseline == "retrained" else "original"
     not_forgotten, before = judge.not_forgotten(_clean_hits(clean))
@@ -270,7 +275,7 @@ def attack_sample(records: list[dict], count: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(picks)[: min(count, len(picks))])
 
 
-def run_adversarial(cfg, models, data, judge, clean, attack_one) -> dict:
+def run_adversarial(cfg, models, data, judge, clean, each, name, attack_one) -> dict:
     """Per-fact attacks on a sample of forget facts, and one universal suffix fitted on the first half of
     them and tested on the second; ``attack_one(lm, batch) -> success [P]``."""
     picked = attack_sample(data.forget_records, cfg.attack_facts, cfg.seed)
@@ -281,9 +286,11 @@ def run_adversarial(cfg, models, data, judge, clean, attack_one) -> dict:
         return build_attack_batch(lm.tokenizer, [r["prompt"] for r in rs], [r["answer"] for r in rs],
                                   cfg.suffix_length, lm.config.max_position_embeddings)
 
-    for role, lm in models.items():
+    def attack_all(lm) -> tuple[list, list]:
         per_fact = [bool(attack_one(lm, batch(lm, [r]))[0]) for r in records]
-        universal = attack_one(lm, batch(lm, fit), held_out=batch(lm, test))
+        return per_fact, list(attack_one(lm, batch(lm, fit), held_out=batch(lm, test)))
+
+    for role, (per_fact, universal) in each(name, attack_all).items():
         settings["per-fact"][role] = per_fact
         settings["universal (held-out facts)"][role] = [False] * len(fit) + list(universal)
         results[role] = {"per_fact_success": float(np.mean(per_fact)),
@@ -293,7 +300,7 @@ def run_adversarial(cfg, models, data, judge, clean, attack_one) -> dict:
     return {**judge.probe_verdict(clean_picked, settings), **results, "facts": len(records)}
 
 
-def run_gcg(cfg, models, data, judge, clean) -> dict:
+def run_gcg(cfg, models, data, judge, clean, each) -> dict:
     gcfg = GCGConfig(suffix_length=cfg.suffix_length, top_k=cfg.gcg_top_k, candidates=cfg.gcg_candidates,
                      steps=cfg.gcg_steps, seed=cfg.seed, loss=cfg.gcg_loss)
     original = models["original"]
@@ -307,17 +314,17 @@ def run_gcg(cfg, models, data, judge, clean) -> dict:
             return result["success"]
         return np.asarray(suffix_success(lm.params, lm.config, held_out, jnp.asarray(result["suffix"]))).tolist()
 
-    return run_adversarial(cfg, models, data, judge, clean, attack_one)
+    return run_adversarial(cfg, models, data, judge, clean, each, "gcg", attack_one)
 
 
-def run_embed(cfg, models, data, judge, clean) -> dict:
+def run_embed(cfg, models, data, judge, clean, each) -> dict:
     ecfg = EmbedAttackConfig(steps=cfg.embed_steps)
 
     def attack_one(lm, attack, held_out=None):
         result = embed_attack(lm.params, lm.config, lm.tokenizer, attack, ecfg, held_out=held_out)
         return result["success"] if held_out is None else result["held_out_success"]
 
-    return run_adversarial(cfg, models, data, judge, clean, attack_one)
+    return run_adversarial(cfg, models, data, judge, clean, each, "embed", attack_one)
 
 
 RUNNERS: dict[str, Callable] = {"quant": run_quant, "prune": run_prune, "relearn": run_relearn, "probe": run_probe,
@@ -343,20 +350,50 @@ def strip_hits(obj):
     return obj
 
 
-def audit(cfg: AuditConfig, *, force: bool = False, quiet: bool = False) -> dict:
-    """Run the probes, write the audit directory, return audit.json's content."""
+class ReferenceCache:
+    """Results of the reference models (original, retrained) shared between audits that use the same
+    references, data and probe settings (the demo audits seven models against one original and one gold
+    model): keyed by (role, its path, every audit setting but --model and --out, what was computed)."""
+
+    def __init__(self):
+        self.results: dict = {}
+
+    def each(self, cfg: AuditConfig, models: dict[str, LM]) -> Callable[[str, Callable], dict]:
+        """``each(key, fn)`` → {role: fn(lm)}, reusing the references' earlier results."""
+        scope = repr(dataclasses.replace(cfg, model="", out=""))
+        paths = {"original": cfg.original, "retrained": cfg.retrained}
+
+        def each(key: str, fn: Callable) -> dict:
+            out = {}
+            for role, lm in models.items():
+                if role == "model":
+                    out[role] = fn(lm)
+                    continue
+                slot = (role, paths[role], scope, key)
+                if slot not in self.results:
+                    self.results[slot] = fn(lm)
+                out[role] = self.results[slot]
+            return out
+
+        return each
+
+
+def audit(cfg: AuditConfig, *, force: bool = False, quiet: bool = False, cache: ReferenceCache | None = None) -> dict:
+    """Run the probes, write the audit directory, return audit.json's content. ``cache`` shares the
+    reference models' results with other audits (a fresh one per call by default)."""
     out, work = prepare_run_dir(cfg.out, resume=False, force=force)
     started = time.perf_counter()
     models = load_models(cfg)
     data = load_audit_data(cfg, models["model"])
     judge = Judge("retrained" in models, cfg.seed)
-    clean = {role: knowledge(lm.params, lm, data) for role, lm in models.items()}
+    each = (cache or ReferenceCache()).each(cfg, models)
+    clean = each("clean", lambda lm: knowledge(lm.params, lm, data))
     probes, timings = {}, {}
     for name in cfg.probes:
         begin = time.perf_counter()
         if not quiet:
             print(f"audit: {name} ...", flush=True)
-        probes[name] = RUNNERS[name](cfg, models, data, judge, clean)
+        probes[name] = RUNNERS[name](cfg, models, data, judge, clean, each)
         timings[name] = round(time.perf_counter() - begin, 2)
     result = {
         "probes": strip_hits(probes),
