@@ -93,31 +93,11 @@ def evaluate(model: str, out: str, *, world: str | None = None, data: str | None
     for name, records in splits.items():  # refuse records the model cannot read whole, before any work
         encode_records(records, models["model"].tokenizer, max_length=models["model"].config.max_position_embeddings,
                        source=sources.get(name, f"--world {world}: split {name}"))
+    skills = abilities_lib.skill_records(manifest) if "abilities" in chosen else None
+    roles = {"model": chosen, "retrained": chosen, "original": [x for x in chosen if x == "abilities"]}
+    measured = {role: measure(lm, roles[role], splits, skills) for role, lm in models.items()}
     result: dict = {"model": model, "original": original, "retrained": retrained, "world": world, "data": data,
-                    "suites": list(chosen)}
-    if "knowledge" in chosen:
-        per_model = {role: {name: knowledge_metrics(lm.params, lm.config, lm.tokenizer, records)
-                            for name, records in splits.items()} for role, lm in models.items()}
-        knowledge = {name: _without_ratios(metrics) for name, metrics in per_model["model"].items()}
-        if all(s in knowledge for s in UTILITY_SPLITS):
-            knowledge["model_utility"] = harmonic_mean([knowledge[s][m] for s in UTILITY_SPLITS
-                                                        for m in UTILITY_METRICS if m in knowledge[s]])
-        if retrained and "forget" in splits:
-            knowledge["forget_quality"] = forget_quality(per_model["model"]["forget"]["truth_ratios"],
-                                                         per_model["retrained"]["forget"]["truth_ratios"])
-        result["knowledge"] = knowledge
-    if "mia" in chosen:
-        aucs = {role: mia_aucs(lm.params, lm.config, lm.tokenizer, splits["forget"], splits["holdout"])
-                for role, lm in models.items()}
-        result["mia"] = {"auc": aucs["model"], "k": 0.4}
-        if retrained:
-            result["mia"]["gold_auc"] = aucs["retrained"]
-            result["mia"]["priv_leak"] = {a: priv_leak(aucs["model"][a], aucs["retrained"][a]) for a in aucs["model"]}
-    if "abilities" in chosen:
-        skills = abilities_lib.skill_records(manifest)
-        per_role = {role: abilities_lib.abilities(lm.params, lm.config, lm.tokenizer, skills)
-                    for role, lm in models.items()}
-        result["abilities"] = {**per_role, "table": ability_table(per_role)}
+                    "suites": list(chosen), **compare(measured)}
     if tasks:
         names = {"model": model, "original": original, "retrained": retrained}
         per_role = {role: run_lm_eval(lm, names[role], tasks, lm_eval_include_path, lm_eval_limit, lm_eval_fewshot)
@@ -128,6 +108,44 @@ def evaluate(model: str, out: str, *, world: str | None = None, data: str | None
     write_json_atomic(out_path, result)
     if not quiet:
         print(summary_text(result, out_path))
+    return result
+
+
+def measure(lm, suites, splits: dict[str, list], skills: dict | None) -> dict:
+    """What one model contributes to an evaluation: per-split knowledge metrics (with the truth ratios),
+    MIA AUCs (forget vs holdout) and the abilities suite, for the ``suites`` asked."""
+    out = {}
+    if "knowledge" in suites:
+        out["knowledge"] = {name: knowledge_metrics(lm.params, lm.config, lm.tokenizer, records)
+                            for name, records in splits.items()}
+    if "mia" in suites:
+        out["mia"] = mia_aucs(lm.params, lm.config, lm.tokenizer, splits["forget"], splits["holdout"])
+    if "abilities" in suites:
+        out["abilities"] = abilities_lib.abilities(lm.params, lm.config, lm.tokenizer, skills)
+    return out
+
+
+def compare(measured: dict[str, dict]) -> dict:
+    """The result sections for ``measured["model"]`` against the original and gold models (when measured):
+    model utility and forget quality, PrivLeak, the abilities table."""
+    result, model, gold = {}, measured["model"], measured.get("retrained", {})
+    if "knowledge" in model:
+        knowledge = {name: _without_ratios(metrics) for name, metrics in model["knowledge"].items()}
+        if all(s in knowledge for s in UTILITY_SPLITS):
+            knowledge["model_utility"] = harmonic_mean([knowledge[s][m] for s in UTILITY_SPLITS
+                                                        for m in UTILITY_METRICS if m in knowledge[s]])
+        if "forget" in knowledge and "knowledge" in gold:
+            knowledge["forget_quality"] = forget_quality(model["knowledge"]["forget"]["truth_ratios"],
+                                                         gold["knowledge"]["forget"]["truth_ratios"])
+        result["knowledge"] = knowledge
+    if "mia" in model:
+        result["mia"] = {"auc": model["mia"], "k": 0.4}
+        if "mia" in gold:
+            result["mia"]["gold_auc"] = gold["mia"]
+            result["mia"]["priv_leak"] = {a: priv_leak(model["mia"][a], gold["mia"][a]) for a in model["mia"]}
+    if "abilities" in model:
+        per_role = {role: m["abilities"] for role, m in measured.items() if "abilities" in m}
+        result["abilities"] = {**per_role, "table": ability_table(per_role)}
     return result
 
 
