@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "Results are cached by (world, preset, steps, seed, exclude).")
     pretrain.add_argument("--data", required=True, help="world directory (from `unlearn-jax world`)")
     pretrain.add_argument("--out", required=True, help="run directory to write")
-    pretrain.add_argument("--preset", default="tiny", help="model/training preset: tiny (~1 M params) or small")
+    pretrain.add_argument("--preset", default="tiny", help="model/training preset: tiny (~1 M params), small, or "
+                          "micro (2 layers, d 64; the quick demo)")
     pretrain.add_argument("--exclude", action="append", default=[], metavar="SPLIT",
                           help="leave a split out of training, e.g. forget (the gold model) or requests/2; "
                                "repeatable")
@@ -231,7 +232,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
     export.set_defaults(run=_export)
     _diffusion_parser(sub, common)
+    demo = sub.add_parser("demo", parents=[common], help="every pitfall on the embedded default, one report",
+                          description="World, base and gold models, five unlearning methods plus selective and "
+                                      "curriculum NPO, the audit of each, evaluation (knowledge, MIA, abilities) "
+                                      "-> DIR/report.md, DIR/results.json, DIR/plots/. About 5 minutes on 2 cores "
+                                      "from a cold cache; --quick about 1 minute.")
+    demo.add_argument("--out", default="runs/demo", help="output directory (replaced only when the demo succeeds)")
+    demo.add_argument("--quick", action="store_true", help="the reduced plan on a 30-person world")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--diffusion", action="store_true",
+                      help="add the diffusion part: train the tiny DDPM (about 4 min the first time, then cached), "
+                           "erase red, attack the erasure")
+    demo.set_defaults(run=_demo)
     return parser
+
+
+def _demo(args) -> None:
+    from unlearn_jax.runs.demo import demo
+
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    demo(args.out, quick=args.quick, seed=args.seed, diffusion=args.diffusion, quiet=args.quiet)
 
 
 def _diffusion_parser(sub, common) -> None:
@@ -244,7 +265,7 @@ def _diffusion_parser(sub, common) -> None:
     train = dsub.add_parser("train", parents=[common], help="train the base DDPM and its evaluator (cached)")
     t = train.add_argument
     t("--out", required=True, help="run directory")
-    t("--preset", default="tiny", help="tiny (3000 steps, ~3 min on 2 cores) | test (800 steps)")
+    t("--preset", default="tiny", help="tiny (3000 steps, ~3 min on 2 cores) | test (1200 steps)")
     t("--steps", type=int, help="training steps (default: the preset's)")
     t("--seed", type=int, default=0)
     t("--samples-per-prompt", type=int, default=8, help="samples per prompt for the quality metrics")

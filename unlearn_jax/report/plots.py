@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-MODEL_COLOURS = {"model": "tab:red", "original": "tab:grey", "retrained": "tab:blue"}
+MODEL_COLOURS = {"model": "tab:red", "original": "tab:grey", "retrained": "tab:blue", "gold": "tab:blue"}
 
 
 def lines(path: Path, series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, title: str, xlabel: str,
@@ -56,6 +56,22 @@ def heatmap(path: Path, matrix, *, row_labels: Sequence[str], col_labels: Sequen
                 color="white" if value < (vmax or matrix.max()) / 2 else "black")
     fig.colorbar(image, ax=ax)
     ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def histogram(path: Path, samples: Mapping[str, Sequence[float]], *, title: str, xlabel: str, bins: int = 40) -> None:
+    """Overlaid histograms on shared bins, each labelled with its mean."""
+    values = {name: np.asarray(v, dtype=float) for name, v in samples.items()}
+    everything = np.concatenate(list(values.values()))
+    edges = np.linspace(everything.min(), everything.max() + 1e-9, bins)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, v in values.items():
+        ax.hist(v, bins=edges, alpha=0.6, label=f"{name} (mean {v.mean():.2f})",
+                color=MODEL_COLOURS.get(name, None))
+    ax.set(title=title, xlabel=xlabel, ylabel="records")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -52,6 +52,8 @@ class Preset:
 
 
 PRESETS = {
+    "micro": Preset(num_layers=2, hidden_size=64, num_heads=4, intermediate_size=172, batch_size=128, lr=5e-3,
+                    steps=200, warmup_steps=10),
     "tiny": Preset(num_layers=4, hidden_size=128, num_heads=4, intermediate_size=344, batch_size=128, lr=3e-3,
                    steps=500, warmup_steps=20),
     "small": Preset(num_layers=6, hidden_size=256, num_heads=8, intermediate_size=688, batch_size=128, lr=2e-3,
