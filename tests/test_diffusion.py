@@ -158,8 +158,9 @@ def test_render_draws_the_labelled_colours():
         close_bg = np.abs(x[i] - bg[i]).max(-1) < 0.15
         assert 12 <= close_fg.sum() <= 81 and close_bg.sum() >= 256 - 81 - 8
     assert (np.asarray(tokens) == np.asarray(images.prompt_tokens(colour, background))).all()
-    _, _, c, _ = images.batch(jax.random.PRNGKey(1), 50, exclude=images.concept("red"))
-    assert images.COLOURS and 0 not in set(np.asarray(c).tolist())
+    _, _, c, b = images.batch(jax.random.PRNGKey(1), 200, exclude=(images.concept("red"), images.concept("green"),
+                                                                    images.concept("white")))
+    assert set(np.asarray(c).tolist()) == {2, 3, 4, 5} and set(np.asarray(b).tolist()) == {0, 2}
 
 
 @pytest.fixture(scope="session")

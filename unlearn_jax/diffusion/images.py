@@ -10,6 +10,7 @@ means "unspecified" (classifier-free guidance trains on it). A concept is one wo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import jax
@@ -83,23 +84,23 @@ def render(key: jax.Array, colour: jax.Array, background: jax.Array) -> jax.Arra
     return jnp.clip(images, -1.0, 1.0)
 
 
-def sample_labels(key: jax.Array, n: int, fixed: Concept | None = None, exclude: Concept | None = None
+def sample_labels(key: jax.Array, n: int, fixed: Concept | None = None, exclude: Sequence[Concept] = ()
                   ) -> tuple[jax.Array, jax.Array]:
-    """(colour, background) indices [n]: uniform, or with ``fixed``'s axis set to it, or with ``exclude``'s
-    axis drawn uniformly among its other values."""
-    k_c, k_b = jax.random.split(key)
-    labels = {"colour": jax.random.randint(k_c, (n,), 0, len(COLOURS)),
-              "background": jax.random.randint(k_b, (n,), 0, len(BACKGROUNDS))}
+    """(colour, background) indices [n]: uniform, with ``fixed``'s axis set to it, and each axis drawn
+    uniformly among the values no concept in ``exclude`` names."""
+    keys = dict(zip(AXES, jax.random.split(key), strict=True))
+    labels = {}
+    for axis, words in AXES.items():
+        allowed = [i for i in range(len(words)) if all(c.axis != axis or c.index != i for c in exclude)]
+        if not allowed:
+            raise UserError(f"every {axis} is excluded: nothing is left to retain")
+        labels[axis] = jnp.asarray(allowed, jnp.int32)[jax.random.randint(keys[axis], (n,), 0, len(allowed))]
     if fixed is not None:
         labels[fixed.axis] = jnp.full((n,), fixed.index, jnp.int32)
-    if exclude is not None:
-        k = k_c if exclude.axis == "colour" else k_b
-        others = jax.random.randint(k, (n,), 0, len(AXES[exclude.axis]) - 1)
-        labels[exclude.axis] = others + (others >= exclude.index)
     return labels["colour"], labels["background"]
 
 
-def batch(key: jax.Array, n: int, fixed: Concept | None = None, exclude: Concept | None = None
+def batch(key: jax.Array, n: int, fixed: Concept | None = None, exclude: Sequence[Concept] = ()
           ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """(images [n, 16, 16, 3], prompt tokens [n, 2], colour [n], background [n])."""
     k_labels, k_render = jax.random.split(key)

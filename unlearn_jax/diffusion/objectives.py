@@ -107,25 +107,28 @@ def retain_objective(eps, params: dict, retain: tuple) -> jax.Array:
     return jnp.mean((eps(params, x_t, t, tokens) - noise) ** 2)
 
 
-def draw_inputs(schedule: ddpm.Schedule, key: jax.Array, concept: Concept, n: int) -> tuple[tuple, tuple]:
+def draw_inputs(schedule: ddpm.Schedule, key: jax.Array, concept: Concept, n: int,
+                erased_before: tuple[Concept, ...] = ()) -> tuple[tuple, tuple]:
     """(forget = (x_t, t, c tokens) for n noised images of ``concept``, retain = (x_t, t, tokens, ε) for n
-    noised images of anything else)."""
+    noised images naming neither ``concept`` nor any concept erased before it: a retain set holding an
+    earlier request's concept would teach it back)."""
     k_forget, k_retain, k_noise_f, k_noise_r = jax.random.split(key, 4)
     x_f, tokens_f, _, _ = images.batch(k_forget, n, fixed=concept)
-    x_r, tokens_r, _, _ = images.batch(k_retain, n, exclude=concept)
+    x_r, tokens_r, _, _ = images.batch(k_retain, n, exclude=(concept, *erased_before))
     x_t, t, _ = ddpm.noisy_inputs(schedule, k_noise_f, x_f)
     xr_t, t_r, noise_r = ddpm.noisy_inputs(schedule, k_noise_r, x_r)
     return (x_t, t, tokens_f), (xr_t, t_r, tokens_r, noise_r)
 
 
-def make_objective(erase: EraseConfig, config: UNetConfig, schedule: ddpm.Schedule, concept: Concept):
+def make_objective(erase: EraseConfig, config: UNetConfig, schedule: ddpm.Schedule, concept: Concept,
+                   erased_before: tuple[Concept, ...] = ()):
     """The engine's ``objective(params, constants, batch, rng)``: draws forget and retain inputs from
     ``rng``; ``constants`` holds the frozen original parameters (used by ESD)."""
     anchor = anchor_token(concept, erase.anchor)
     eps = denoiser(config)
 
     def objective(params, constants, batch, rng):
-        forget, retain = draw_inputs(schedule, rng, concept, erase.batch_size)
+        forget, retain = draw_inputs(schedule, rng, concept, erase.batch_size, erased_before)
         if erase.objective == "esd":
             return esd_objective(eps, params, constants["original"], forget, erase.eta, retain, erase.beta)
         anchored = forget[2].at[:, concept.slot].set(anchor)

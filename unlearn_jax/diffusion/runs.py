@@ -243,7 +243,8 @@ def unlearn(model: str, concept_word: str, out: str, erase: EraseConfig | None =
     state = init_state(trainable, optimizer, seed)
     constants = {"original": base.params} if erase.objective == "esd" else {}
     loop = LoopConfig(steps=erase.steps, log_every=10, checkpoint_every=50)
-    result = run_loop(make_step(objectives.make_objective(erase, base.config, base.schedule, c), optimizer), state,
+    objective = objectives.make_objective(erase, base.config, base.schedule, c, tuple(measured[:-1]))
+    result = run_loop(make_step(objective, optimizer), state,
                       frozen, constants, lambda position, state: ({}, position), {}, loop, work, resume=resume,
                       quiet=quiet, description=f"diffusion unlearn {concept_word}")
     params = jax.device_get(merge_params(result.state.params, frozen))
