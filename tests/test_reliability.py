@@ -131,7 +131,7 @@ CASES = [
     # pretrain
     Case("pretrain-not-a-world", ["pretrain", "--data", "{tmp}", "--out", "{tmp}/run"], ("not a world directory",)),
     Case("pretrain-preset", ["pretrain", "--data", "{world}", "--out", "{tmp}/run", "--preset", "huge"],
-         ("--preset 'huge'", "choose one of tiny, small")),
+         ("--preset 'huge'", "--preset 'huge': choose one of")),
     Case("pretrain-exclude", ["pretrain", "--data", "{world}", "--out", "{tmp}/run", "--exclude", "bogus"],
          ("--exclude", "unknown split 'bogus'")),
     Case("pretrain-steps-0", ["pretrain", "--data", "{world}", "--out", "{tmp}/run", "--steps", "0"],

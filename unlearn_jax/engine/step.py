@@ -4,8 +4,9 @@ with the state donated.
 ``objective(params, constants, batch, rng) -> (loss, metrics)`` is any pure loss (pretraining NLL,
 an unlearning method); ``constants`` holds what it needs but never trains (cached reference
 log-probs, frozen activations, a steering vector); ``batch`` is a pytree of token batches
-(``{"train": …}`` or ``{"forget": …, "retain": …}``). A step whose loss or gradients are not finite
-is skipped (state unchanged but for the step counter, rng and ``bad_steps``).
+(``{"train": …}`` or ``{"forget": …, "retain": …}``). A step whose loss or gradients are not finite,
+or whose update would make a parameter non-finite, is skipped (state unchanged but for the step counter,
+rng and ``bad_steps``).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ def make_step(objective: Callable, optimizer: optax.GradientTransformation) -> C
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        # finite loss and gradients can still overflow the update (a huge lr): such params are never kept
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.all(
+            jnp.stack([jnp.isfinite(p).all() for p in jax.tree_util.tree_leaves(params)]))
         keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
         new_state = TrainState(
             step=state.step + 1,

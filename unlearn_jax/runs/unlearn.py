@@ -34,6 +34,7 @@ from unlearn_jax.runs.rundir import finish_run, prepare_run_dir, versions
 from unlearn_jax.runs.score import target_texts
 from unlearn_jax.scores.memorization import least_memorized, memorization, score_records
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a larger --lr overflows to inf in the update
 RETAIN_CACHE_BYTES = 2 << 30  # frozen activations cached up to this size; above it, recomputed per step
 
 
@@ -70,7 +71,8 @@ def resolve(cfg: UnlearnConfig, method: Method, num_layers: int) -> tuple[Unlear
         alpha=cfg.alpha if cfg.alpha is not None else d.get("alpha", 1.0),
         rmu_layer=rmu_layer if method.name == "rmu" else cfg.rmu_layer,
     )
-    checks = [("steps", cfg.steps >= 1, ">= 1"), ("lr", cfg.lr > 0, "positive"),
+    checks = [("steps", cfg.steps >= 1, ">= 1"),
+              ("lr", 0 < cfg.lr <= FLOAT32_MAX, f"positive and at most {FLOAT32_MAX:.3g} (float32)"),
               ("batch_size", cfg.batch_size >= 1, ">= 1"), ("beta", cfg.beta > 0, "positive"),
               ("alpha", cfg.alpha >= 0, ">= 0"), ("gamma", cfg.gamma >= 0, ">= 0"),
               ("retain_loss", cfg.retain_loss in ("nll", "kl"), "nll or kl"),
