@@ -238,3 +238,17 @@ def test_diffusion_model_must_exist(tmp_path, capsys):
     out = str(tmp_path / "o")
     assert main(["diffusion", "unlearn", "--model", str(tmp_path), "--concept", "red", "--out", out]) == 2
     assert "not a diffusion model" in capsys.readouterr().err
+
+
+def test_erasure_is_deterministic_per_seed(ddpm_run, tmp_path):
+    from safetensors.numpy import load_file
+
+    def run(name, seed):
+        dm.unlearn(str(ddpm_run), "blue", str(tmp_path / name), objectives.EraseConfig(steps=5), seed=seed,
+                   samples_per_prompt=2, quiet=True)
+        result = json.loads((tmp_path / name / "run.json").read_text())
+        return result["metrics"], load_file(str(tmp_path / name / "model" / "params.safetensors"))
+
+    (m1, p1), (m2, p2), (_, p3) = run("a", 0), run("b", 0), run("c", 1)
+    assert m1 == m2 and all(np.array_equal(p1[k], p2[k]) for k in p1)
+    assert any(not np.array_equal(p1[k], p3[k]) for k in p1)
