@@ -212,9 +212,10 @@ def base_quality(model: DiffusionModel, seed: int, per_prompt: int, grid: Path) 
     key = jax.random.PRNGKey(seed + 1)
     samples, colour, background = metrics.sample_prompts(model.params, model.config, model.schedule, key, per_prompt)
     result = metrics.erasure_metrics(model.evaluator, samples, colour, background, [], jax.random.fold_in(key, 1))
-    rates = {word: 1.0 - metrics.erasure_metrics(model.evaluator, samples, colour, background,
-                                                 [images.concept(word)], key)["ua"][word]
-             for words in images.AXES.values() for word in words}
+    _, predicted = evaluator_lib.predict(model.evaluator, samples)
+    labels = {"colour": colour, "background": background}
+    rates = {word: float(np.mean(predicted[axis][labels[axis] == i] == i))
+             for axis, words in images.AXES.items() for i, word in enumerate(words)}
     save_grid(grid, prompt_rows(samples, colour, background, list(images.COLOURS)))
     return {"accuracy": result["accuracy"], "fd": result["fd"], "concept_rate": rates}
 
